@@ -1,0 +1,25 @@
+"""User-facing errors: the command line prints their message, never a traceback."""
+
+
+class LogicalError(Exception):
+    """A problem the user can fix (bad path, corrupt file, wrong option); the message says which and what."""
+
+
+class DatasetError(LogicalError):
+    """A dataset root or layout is missing or malformed."""
+
+
+class ImageError(LogicalError):
+    """An image file cannot be read."""
+
+
+class ShardError(LogicalError):
+    """A generated dataset (manifest, sources, shards) is missing, truncated or tampered with."""
+
+
+class CheckpointError(LogicalError):
+    """A checkpoint is missing, corrupt or made for other settings."""
+
+
+class ArchiveError(LogicalError):
+    """An archive is unsafe, truncated or tampered with."""

@@ -1,0 +1,34 @@
+"""Shared fixtures: the real test data in ../shared and a session-wide toybox."""
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+
+
+@pytest.fixture(scope="session")
+def hazelnut_root() -> Path:
+    """Real photographs in an MVTec-AD-like layout (category `hazelnut`)."""
+    root = SHARED / "data" / "hazelnut_toy"
+    if not root.is_dir():
+        pytest.skip(f"{root} is missing")
+    return root
+
+
+@pytest.fixture(scope="session")
+def pidinet_weights() -> Path:
+    """The official PiDiNet checkpoint (table5_pidinet.pth)."""
+    path = SHARED / "weights" / "table5_pidinet.pth"
+    if not path.is_file():
+        pytest.skip(f"{path} is missing")
+    return path
+
+
+@pytest.fixture(scope="session")
+def toybox_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The built-in demo dataset (MVTec LOCO layout, category `tray`), made once per test session."""
+    from synth.datasets.toybox import materialise
+
+    return materialise(tmp_path_factory.mktemp("toybox"), seed=0)

@@ -1,0 +1,1 @@
+"""The localization network: learns to find anomalies from generated shards."""
