@@ -1,4 +1,4 @@
-"""`logical-synth`: scan datasets, fit the edge-to-image generator, build, show, pack, verify, inspect, export."""
+"""`logical-synth`: scan, fit-generator, build, show, pack, verify, inspect, export."""
 
 import click
 
@@ -13,6 +13,183 @@ def cli() -> None:
 
 
 # Commands are added below, one section per command.
+
+
+# ---- fit-generator (generator helper)
+@cli.command("fit-generator")
+@click.option("--dataset", required=True,
+              help="Dataset kind: mvtec, mvtec_loco, visa, madsim, folder or toybox.")
+@click.option("--root", type=click.Path(), default=None,
+              help="Dataset root (default data/raw/<dataset>; toybox: data/toybox).")
+@click.option("--category", required=True, help="Category whose normal images the generator learns.")
+@click.option("--preset", type=click.Choice(["tiny", "base"]), default="tiny", show_default=True,
+              help="Network size: tiny (CPU demo, 128 px) or base (paper setting, 256 px).")
+@click.option("--size", type=click.IntRange(min=16), default=None,
+              help="Image size in pixels (default: the preset's).")
+@click.option("--epochs", type=click.IntRange(min=1), default=None,
+              help="Training epochs (default: tiny 40, base 300).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+              help="Images per step (default: tiny 4, base 16).")
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="Checkpoint to write (default data/<dataset>/<category>/generator.pt).")
+@click.option("--resume", is_flag=True, help="Continue from the epoch saved in --out.")
+@click.option("--edges", type=click.Choice(["classic", "pidinet"]), default="classic", show_default=True,
+              help="Edge extractor the generator is fitted on (build must use the same).")
+@click.option("--pidinet-weights", type=click.Path(), default=None,
+              help="PiDiNet checkpoint (table5_pidinet.pth) for --edges pidinet.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="Where to train: auto uses CUDA when present.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed for weights, held-out split and augmentation.")
+def fit_generator_command(dataset: str, root: str | None, category: str, preset: str, size: int | None,
+                          epochs: int | None, batch_size: int | None, out: str | None, resume: bool,
+                          edges: str, pidinet_weights: str | None, device: str, seed: int) -> None:
+    """Fit the edge-to-image generator on a category's normal images; prints the checkpoint path."""
+    from pathlib import Path
+
+    from synth.fit_generator import fit_for_category
+
+    def opt_path(p: str | None) -> Path | None:
+        return Path(p) if p else None
+
+    written = fit_for_category(dataset, opt_path(root), category, size, preset, epochs, opt_path(out), edges,
+                               opt_path(pidinet_weights), batch_size=batch_size, resume=resume, seed=seed,
+                               device=device)
+    click.echo(str(written))
+
+
+# --- pack, verify, inspect, export: sharing generated datasets (synth.archive) ---
+
+
+@cli.command("pack")
+@click.argument("dataset_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("-o", "--out", type=click.Path(dir_okay=False), default=None,
+              help="Archive to write (default ./<dataset>-<category>.tar).")
+@click.option("--with-generator", is_flag=True, help="Include generator.pt (the generator used to build it).")
+def pack_command(dataset_dir: str, out: str | None, with_generator: bool) -> None:
+    """Pack a generated dataset into a plain tar (manifest.json first, DATASET.md, sources, shards)."""
+    from pathlib import Path
+
+    from synth.archive import pack_dataset
+
+    written = pack_dataset(Path(dataset_dir), Path(out) if out else None, with_generator)
+    click.echo(f"wrote {written} ({written.stat().st_size / 1e6:.1f} MB)")
+
+
+@cli.command("verify")
+@click.argument("path", type=click.Path())
+def verify_command(path: str) -> None:
+    """Check a generated dataset (directory or .tar): every file, size, sha256, schema and sample count."""
+    from pathlib import Path
+
+    from synth.archive import verify_path
+
+    result = verify_path(Path(path))
+    if result.problems:
+        listing = "\n  ".join(result.problems)
+        raise click.ClickException(f"{path}: {len(result.problems)} problem(s):\n  {listing}")
+    click.echo(f"OK: {result.samples} samples, {result.files} files verified")
+
+
+@cli.command("inspect")
+@click.argument("path", type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option("--sheet", type=click.Path(dir_okay=False), default=None,
+              help="Also write a contact sheet PNG (normal | anomaly | mask overlay per row).")
+@click.option("--n", "n", type=click.IntRange(1, 1000), default=16, show_default=True,
+              help="Samples on the contact sheet.")
+def inspect_command(path: str, as_json: bool, sheet: str | None, n: int) -> None:
+    """Summarise a generated dataset (directory or .tar): counts, mask areas, size, config, rejections."""
+    import json
+    from pathlib import Path
+
+    from synth.archive import format_summary, inspect_path, write_sheet
+    from synth.console import say
+
+    summary = inspect_path(Path(path))
+    click.echo(json.dumps(summary, indent=2) if as_json else format_summary(summary))
+    if sheet:
+        say(f"wrote {write_sheet(Path(path), Path(sheet), n)}")
+
+
+@cli.command("export")
+@click.argument("path", type=click.Path())
+@click.option("--format", "fmt", type=click.Choice(["mvtec"]), default="mvtec", show_default=True,
+              help="Folder layout to write (mvtec: train/good, test/<strategy>, ground_truth/<strategy>).")
+@click.option("--out", type=click.Path(file_okay=False), required=True,
+              help="Folder that receives <category>/ (like an MVTec AD root).")
+def export_command(path: str, fmt: str, out: str) -> None:
+    """Export a generated dataset (directory or .tar) as PNG folders for anomalib's MVTec/Folder loaders."""
+    from pathlib import Path
+
+    from synth.archive import export_mvtec
+
+    click.echo(str(export_mvtec(Path(path), Path(out))))
+
+
+# ---- build (build helper)
+@cli.command("build")
+@click.option("--dataset", required=True,
+              help="Dataset kind: mvtec, mvtec_loco, visa, madsim, folder or toybox.")
+@click.option("--root", type=click.Path(), default=None,
+              help="Dataset root (default data/raw/<dataset>; toybox: data/toybox).")
+@click.option("--category", "categories", multiple=True,
+              help="Category to build (repeat for several; default: every category).")
+@click.option("--n", "n", type=click.IntRange(min=1), required=True, help="Samples per category.")
+@click.option("--size", type=click.IntRange(min=16), default=256, show_default=True,
+              help="Side of the square images, in pixels.")
+@click.option("--out", type=click.Path(file_okay=False), default="data", show_default=True,
+              help="Output root; each category goes to <out>/<dataset>/<category>/.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Global seed: sample i depends only on (seed, category, i).")
+@click.option("--shard-size", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="Samples per shard file (shard k holds samples [k*S, (k+1)*S)).")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Parallel processes (loky) or local dask workers; the output does not depend on it.")
+@click.option("--generator", type=click.Path(dir_okay=False), default=None,
+              help="Generator (default <out>/<dataset>/<category>/generator.pt; fitted if missing).")
+@click.option("--edges", type=click.Choice(["classic", "pidinet"]), default="classic", show_default=True,
+              help="Edge extractor (the generator must have been fitted on the same).")
+@click.option("--pidinet-weights", type=click.Path(dir_okay=False), default=None,
+              help="PiDiNet checkpoint (table5_pidinet.pth) for --edges pidinet.")
+@click.option("--strategies", default=None,
+              help="Comma-separated edit strategies (default: all), e.g. remove,replace,merge.")
+@click.option("--mix", default="logical=0.5,structural=0.5", show_default=True,
+              help="Weights of the anomaly kinds for the logical synthesizer.")
+@click.option("--synthesizer", type=click.Choice(["logical", "perlin", "both"]), default="logical",
+              show_default=True,
+              help="logical (edge edits + generator), perlin (DRAEM baseline), or both (half each).")
+@click.option("--shards", default=None,
+              help="Make only shards A-B (inclusive), e.g. for a Slurm array task; then run --finalize.")
+@click.option("--finalize", is_flag=True, help="Check every shard and write manifest.json.")
+@click.option("--backend", type=click.Choice(["loky", "dask"]), default="loky", show_default=True,
+              help="Process pool: loky (this machine) or dask (a cluster; see --scheduler).")
+@click.option("--scheduler", default=None,
+              help="Dask scheduler address tcp://HOST:PORT (with --backend dask; default: a local cluster).")
+@click.option("--skip-bad", is_flag=True,
+              help="Leave unreadable images out (listed in the report) instead of stopping.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="Where the generator renders: auto uses CUDA when present.")
+@click.option("--anomaly-source", type=click.Path(file_okay=False), default=None,
+              help="Texture images for the Perlin synthesizer (DTD in DRAEM); default: the image itself.")
+def build_command(dataset: str, root: str | None, categories: tuple[str, ...], n: int, size: int, out: str,
+                  seed: int, shard_size: int, workers: int, generator: str | None, edges: str,
+                  pidinet_weights: str | None, strategies: str | None, mix: str, synthesizer: str,
+                  shards: str | None, finalize: bool, backend: str, scheduler: str | None, skip_bad: bool,
+                  device: str, anomaly_source: str | None) -> None:
+    """Build generated datasets: prepare sources once, then make shards in parallel (resumable)."""
+    from pathlib import Path
+
+    from synth.build import build, format_report
+
+    def opt_path(p: str | None) -> Path | None:
+        return Path(p) if p else None
+
+    reports = build(dataset, opt_path(root), list(categories) or None, n, size, Path(out), seed, shard_size,
+                    workers, opt_path(generator), edges, opt_path(pidinet_weights), strategies, mix,
+                    synthesizer, shards, finalize, backend, scheduler, skip_bad, device,
+                    opt_path(anomaly_source))
+    click.echo(format_report(reports))
 
 
 def main() -> None:

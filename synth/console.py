@@ -1,5 +1,6 @@
 """Command-line plumbing shared by `logical-synth` and `logical-train`: clean errors and progress bars."""
 
+import os
 import sys
 from collections.abc import Iterable, Iterator
 from typing import TypeVar
@@ -24,6 +25,7 @@ class Group(click.Group):
 
 def progress(items: Iterable[T], desc: str, total: int | None = None, **kwargs) -> Iterator[T]:
     """A tqdm bar on stderr (quiet when stderr is not a terminal unless LOGICAL_PROGRESS=1)."""
+    kwargs.setdefault("disable", None if os.environ.get("LOGICAL_PROGRESS") != "1" else False)
     return tqdm(items, desc=desc, total=total, file=sys.stderr, dynamic_ncols=True, leave=False, **kwargs)
 
 
