@@ -49,11 +49,13 @@ def load_rgb(path: Path) -> np.ndarray:
 
 
 def load_mask(path: Path) -> np.ndarray:
-    """A ground-truth mask as raw uint8 values (H, W); multi-channel masks take their first channel."""
-    img = _to_uint8(_read_raw(path))
+    """A mask or map as uint8 (H, W): colour files take the max over channels; 16-bit files keep small labels."""
+    img = _read_raw(path)
     if img.ndim == 3:
-        img = img[:, :, 0]
-    return np.ascontiguousarray(img)
+        img = img[:, :, :3].max(axis=2) if img.shape[2] >= 3 else img[:, :, 0]
+    if img.dtype == np.uint16 and int(img.max(initial=0)) <= 255:
+        img = img.astype(np.uint8)
+    return np.ascontiguousarray(_to_uint8(img))
 
 
 def save_image(path: Path, img: np.ndarray) -> None:

@@ -1,0 +1,237 @@
+"""What every dataset reader hands out (test items, defect regions) and the plumbing the readers share."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from synth.errors import DatasetError, ImageError
+from synth.images import IMAGE_SUFFIXES, list_images
+
+
+def read_mask_values(path: Path) -> np.ndarray:
+    """A ground-truth file as raw 2-D values (uint8 or uint16); colour masks give the max of their channels.
+
+    Not `synth.images.load_mask`: that keeps only the first (blue) channel and scales 16 bits down, which
+    would turn a red-on-black mask or a 16-bit mask holding 1s into zeros.
+    """
+    path = Path(path)
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+    except OSError as exc:
+        raise ImageError(f"{path}: cannot read mask ({exc.strerror or exc})") from None
+    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    if img is None:
+        raise ImageError(f"{path}: not a readable mask image (empty, corrupt or unsupported format)")
+    if img.ndim == 3:
+        img = img[:, :, :3].max(axis=2)
+    return np.ascontiguousarray(img)
+
+
+def _resize_bool(mask: np.ndarray, shape: tuple[int, int] | None) -> np.ndarray:
+    if shape is None or tuple(mask.shape) == tuple(shape):
+        return mask
+    out = cv2.resize(mask.astype(np.uint8), (int(shape[1]), int(shape[0])), interpolation=cv2.INTER_NEAREST)
+    return out.astype(bool)
+
+
+def image_shape(path: Path) -> tuple[int, int]:
+    """(H, W) of an image file from its header, without decoding the pixels."""
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+    except (OSError, ValueError) as exc:
+        raise ImageError(f"{path}: not a readable image ({exc})") from None
+    return h, w
+
+
+@dataclass(frozen=True)
+class DefectRegion:
+    """One ground-truth PNG of MVTec LOCO (a "channel"): one defect, named by its pixel value."""
+
+    path: Path
+    defect_name: str
+    pixel_value: int
+    saturation_threshold: float
+    relative_saturation: bool
+
+    def mask(self, shape: tuple[int, int] | None = None) -> np.ndarray:
+        """bool (H, W): this defect's pixels (resized nearest to `shape` when given)."""
+        return _resize_bool(read_mask_values(self.path) != 0, shape)
+
+
+@dataclass(frozen=True)
+class TestItem:
+    """One test image with its label and where its ground truth lives."""
+
+    __test__ = False  # not a pytest test class despite the name
+
+    path: Path
+    split: str
+    label: int
+    kind: str | None
+    mask_path: Path | None
+    regions: tuple[DefectRegion, ...] = field(default=())
+
+    def mask(self, shape: tuple[int, int] | None = None) -> np.ndarray:
+        """bool (H, W): union of all defects (zeros for a good image), resized nearest to `shape` if given."""
+        if self.mask_path is not None:
+            return _resize_bool(read_mask_values(self.mask_path) != 0, shape)
+        if self.regions:
+            masks = [r.mask() for r in self.regions]
+            union = masks[0].copy()
+            for m in masks[1:]:
+                union |= _resize_bool(m, union.shape)
+            return _resize_bool(union, shape)
+        return np.zeros(shape if shape is not None else image_shape(self.path), dtype=bool)
+
+
+class Reader(Protocol):
+    """A dataset on disk: categories, their normal images and their labelled test images."""
+
+    name: str
+    root: Path
+    licence: str
+
+    def categories(self) -> list[str]: ...
+    def train_images(self, category: str) -> list[Path]: ...
+    def validation_images(self, category: str) -> list[Path]: ...
+    def test_items(self, category: str) -> list[TestItem]: ...
+
+
+class Problems:
+    """Layout problems: raises the first one (strict, for normal use) or keeps them all (for `scan`)."""
+
+    def __init__(self, strict: bool) -> None:
+        self.strict = strict
+        self.items: list[str] = []
+
+    def add(self, message: str) -> None:
+        if self.strict:
+            raise DatasetError(message)
+        self.items.append(message)
+
+
+@dataclass
+class Listing:
+    """Everything a reader lists for one category, with the problems met on the way."""
+
+    train: list[Path]
+    validation: list[Path]
+    test: list[TestItem]
+    problems: list[str]
+
+
+def visible_dirs(folder: Path) -> list[Path]:
+    """Sub-folders, sorted, without hidden ones."""
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def mask_index(folder: Path) -> dict[str, Path]:
+    """Image files in a ground-truth folder by stem (`<stem>_mask` and `<stem>` lookups are one dict hit)."""
+    out: dict[str, Path] = {}
+    for p in list_images(folder):
+        if p.stem not in out or p.suffix.lower() == ".png":
+            out[p.stem] = p
+    return out
+
+
+def find_mask(index: dict[str, Path], stem: str) -> Path | None:
+    """The mask of image `stem`: `<stem>_mask.*` first, then `<stem>.*`."""
+    return index.get(f"{stem}_mask") or index.get(stem)
+
+
+def licence_note(root: Path, default: str) -> str:
+    """The dataset's licence, pointing at a licence file in the root when there is one."""
+    if root.is_dir():
+        for p in sorted(root.iterdir()):
+            if p.is_file() and p.name.lower().startswith(("license", "licence", "copying")):
+                return f"{default} (see {p})"
+    return default
+
+
+class LayoutReader:
+    """Shared reader machinery: root checks, category discovery, strict and lenient listings.
+
+    Subclasses set `name`, `title`, `layout`, `default_licence` and implement `_looks_like`, `_train`,
+    `_test`; `_validation` defaults to no validation images.
+    """
+
+    name = ""
+    title = ""  # "an MVTec AD", used as "<root>: not <title> root"
+    layout = ""
+    default_licence = ""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise DatasetError(f"{self.root}: no such folder; expected {self.title} root: {self.layout}")
+        self.licence = licence_note(self.root, self.default_licence)
+        self._dirs = self._discover()
+        if not self._dirs:
+            raise DatasetError(f"{self.root}: not {self.title} root: expected {self.layout}")
+
+    # -- discovery
+    def _looks_like(self, folder: Path) -> bool:
+        raise NotImplementedError
+
+    def _discover(self) -> dict[str, Path]:
+        if self._looks_like(self.root):
+            return {self.root.name: self.root}
+        return {d.name: d for d in visible_dirs(self.root) if d.name != "split_csv" and self._looks_like(d)}
+
+    def categories(self) -> list[str]:
+        """Category names, sorted."""
+        return sorted(self._dirs)
+
+    def category_dir(self, category: str) -> Path:
+        """The folder of one category; DatasetError listing the available ones when unknown."""
+        try:
+            return self._dirs[category]
+        except KeyError:
+            raise DatasetError(f"{self.root}: no category {category!r} in this root; "
+                               f"available: {', '.join(self.categories())}") from None
+
+    # -- listings
+    def _train(self, category: str, problems: Problems) -> list[Path]:
+        raise NotImplementedError
+
+    def _validation(self, category: str, problems: Problems) -> list[Path]:
+        return []
+
+    def _test(self, category: str, problems: Problems) -> list[TestItem]:
+        raise NotImplementedError
+
+    def train_images(self, category: str) -> list[Path]:
+        """The normal training images of a category, sorted."""
+        return self._train(category, Problems(strict=True))
+
+    def validation_images(self, category: str) -> list[Path]:
+        """Normal validation images ([] for layouts without a validation split)."""
+        return self._validation(category, Problems(strict=True))
+
+    def test_items(self, category: str) -> list[TestItem]:
+        """Labelled test images; DatasetError naming the file for a missing or unusable ground truth."""
+        return self._test(category, Problems(strict=True))
+
+    def listing(self, category: str) -> Listing:
+        """Every list at once, collecting problems instead of raising (what `scan` reports)."""
+        problems = Problems(strict=False)
+        train = self._train(category, problems)
+        validation = self._validation(category, problems)
+        test = self._test(category, problems)
+        return Listing(train, validation, test, problems.items)
+
+
+def has_images(folder: Path) -> bool:
+    """True when the folder directly holds at least one image file."""
+    if not folder.is_dir():
+        return False
+    return any(p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES for p in folder.iterdir())
