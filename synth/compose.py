@@ -1,0 +1,146 @@
+"""The anomaly image and its honest mask (method.md step 6, ours).
+
+R_A = G(E_A) and R_N = G(E_j) come from the same generator, so its own reconstruction error cancels: the mask
+is where they differ (1 - SSIM > tau, or a Lab colour distance > delta_e) inside the dilated edit region,
+cleaned of specks and pinholes. R_A enters the normal image only through a feathered copy of that mask, so
+every changed pixel lies within `feather` px of the mask and beyond it the anomaly image equals the normal
+image bit for bit.
+"""
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import cv2
+import numpy as np
+
+from synth.edits import bbox_of
+from synth.edits import dilate as _dilate
+from synth.ssim import ssim, ssim_map
+
+REASONS = ("no_region", "empty_mask", "collapsed_render")
+TAU = 0.15
+DELTA_E = 10.0  # Lab units (OpenCV 8-bit scale); catches colour changes that keep the structure
+SSIM_MARGIN = 6  # > the SSIM window radius (5): in a crop with this margin, values equal full-image ones
+
+
+@runtime_checkable
+class Renderer(Protocol):
+    """Edge-to-image: the fitted generator (synth.generator) or the stand-in (synth.standin)."""
+
+    identity: str
+
+    def render(self, edges: np.ndarray, normals: np.ndarray) -> np.ndarray:
+        """(B,H,W) float32 edge maps in [0,1] and (B,H,W,3) uint8 normals -> (B,H,W,3) uint8 images."""
+        ...
+
+
+@dataclass
+class Composed:
+    """The anomaly image, its mask, and why the sample was rejected (None when accepted)."""
+
+    anomaly: np.ndarray  # uint8 (H, W, 3)
+    mask: np.ndarray  # bool (H, W)
+    reason: str | None = None
+
+
+def default_sizes(shape: tuple[int, int]) -> dict:
+    """Pixel sizes scaled to the image: dilation, feather, smallest component, largest hole filled."""
+    s = min(shape) / 256.0
+    return {"dilate": max(1, round(4 * s)), "feather": max(1, round(3 * s)),
+            "min_area": max(4, round(16 * s * s)), "hole_area": max(4, round(24 * s * s))}
+
+
+def feather_support(mask: np.ndarray, feather: int) -> np.ndarray:
+    """Where the feathered mask is non-zero: the mask dilated by a disk of radius `feather`."""
+    return _dilate(mask, feather)
+
+
+def feather_weights(mask: np.ndarray, feather: int) -> np.ndarray:
+    """float32 weights: 1 on the mask, falling linearly with distance, 0 beyond `feather` px."""
+    dist = cv2.distanceTransform((~mask).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    w = np.clip(1.0 - dist / (feather + 1.0), 0.0, 1.0).astype(np.float32)
+    return np.where(feather_support(mask, feather), w, 0.0).astype(np.float32)
+
+
+def _colour_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Lab distance of two uint8 RGB images, lightly smoothed (SSIM ignores a uniform colour shift)."""
+    la = cv2.cvtColor(a, cv2.COLOR_RGB2LAB).astype(np.float32)
+    lb = cv2.cvtColor(b, cv2.COLOR_RGB2LAB).astype(np.float32)
+    d = np.sqrt(((la - lb) ** 2).sum(axis=2))
+    return cv2.GaussianBlur(d, (5, 5), 1.0, borderType=cv2.BORDER_REFLECT)
+
+
+def _clean(mask: np.ndarray, min_area: int, hole_area: int) -> np.ndarray:
+    """Drop components under `min_area` px and fill holes under `hole_area` px."""
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    keep = stats[:, cv2.CC_STAT_AREA] >= min_area
+    keep[0] = False
+    mask = keep[labels]
+    count, labels, stats, _ = cv2.connectedComponentsWithStats((~mask).astype(np.uint8), connectivity=4)
+    h, w = mask.shape
+    x, y, bw, bh, area = (stats[:, i] for i in range(5))
+    inner = (x > 0) & (y > 0) & (x + bw < w) & (y + bh < h) & (area < hole_area)
+    inner[0] = False
+    return mask | inner[labels]
+
+
+def compose(normal: np.ndarray, render_a: np.ndarray, render_n: np.ndarray, region: np.ndarray,
+            tau: float = TAU, delta_e: float = DELTA_E, dilate: int | None = None, feather: int | None = None,
+            min_area: int | None = None, hole_area: int | None = None,
+            quality: dict | None = None) -> Composed:
+    """Anomaly image and mask from the normal image and the renders of the edited (R_A) and normal (R_N)
+    edges.
+
+    Pixel sizes default to `default_sizes` (4 px dilation, 3 px feather, 16 px specks at 256 px). Rejections
+    carry a reason: "no_region" (empty edit region), "empty_mask" (the edit changed nothing visible) and, when
+    the generator's `quality` record is given, "collapsed_render" (R_A far below the generator's usual SSIM to
+    the normal image, see `collapsed`).
+    """
+    sizes = default_sizes(normal.shape[:2])
+    dilate = sizes["dilate"] if dilate is None else dilate
+    feather = sizes["feather"] if feather is None else feather
+    min_area = sizes["min_area"] if min_area is None else min_area
+    hole_area = sizes["hole_area"] if hole_area is None else hole_area
+    empty = np.zeros(normal.shape[:2], bool)
+    if not region.any():
+        return Composed(normal.copy(), empty, "no_region")
+    if quality and collapsed(render_a, normal, quality):
+        return Composed(normal.copy(), empty, "collapsed_render")
+    grown = _dilate(region, dilate)
+    h, w = grown.shape
+    x0, y0, x1, y1 = bbox_of(grown)
+    m = SSIM_MARGIN + feather + 1  # all work happens in this crop; outside it nothing can change
+    cx0, cy0, cx1, cy1 = max(0, x0 - m), max(0, y0 - m), min(w, x1 + m), min(h, y1 + m)
+    crop = (slice(cy0, cy1), slice(cx0, cx1))
+    a, b, g = render_a[crop], render_n[crop], grown[crop]
+    changed = ((1.0 - ssim_map(a, b)) > tau) | (_colour_distance(a, b) > delta_e)
+    local = _clean(changed & g, min_area, hole_area) & g
+    if not local.any():
+        return Composed(normal.copy(), empty, "empty_mask")
+    weights = feather_weights(local, feather)[..., None]
+    n = normal[crop]
+    blended = np.round(n.astype(np.float32) * (1.0 - weights) + a.astype(np.float32) * weights)
+    blended = blended.astype(np.uint8)
+    anomaly = normal.copy()
+    anomaly[crop] = np.where(weights > 0, blended, n)
+    mask = empty
+    mask[crop] = local
+    return Composed(anomaly, mask, None)
+
+
+def collapsed(render_n: np.ndarray, normal: np.ndarray, gate: dict | None, margin: float = 0.05) -> bool:
+    """True when SSIM(R_N, normal) falls far below the generator's typical quality.
+
+    `gate` is the generator's quality record ({"ssim_p05", "ssim_mean", "ssim_std"} or the same without the
+    "ssim_" prefix); the floor is p05 - margin, else mean - 3 std - margin. An empty gate never rejects.
+    """
+    if not gate:
+        return False
+    get = {k.removeprefix("ssim_"): v for k, v in gate.items()}
+    if "p05" in get:
+        floor = float(get["p05"]) - margin
+    elif "mean" in get:
+        floor = float(get["mean"]) - 3.0 * float(get.get("std", 0.0)) - margin
+    else:
+        return False
+    return ssim(render_n, normal) < floor
