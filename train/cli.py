@@ -1,18 +1,146 @@
 """`logical-train`: fit the localization network from shards; `eval` and `predict` with a checkpoint."""
 
+import os
+from pathlib import Path
+
 import click
 
 from synth import __version__
-from synth.console import Group
+from synth.console import Group, say
 
 
-@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=Group, invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="logical-train")
-def cli() -> None:
-    """Train and evaluate the anomaly localization network."""
+@click.option("--shards", type=click.Path(path_type=Path),
+              help="Generated dataset to train on: a directory with manifest.json, or a .tar archive of one.")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("runs/model"), show_default=True,
+              help="Run folder: model.pt (weights + config), last.pt (resume state), log.jsonl, loss.png.")
+@click.option("--steps", type=click.IntRange(min=1), help="Optimizer steps in total (wins over --epochs).")
+@click.option("--epochs", type=click.IntRange(min=1),
+              help="Passes over the dataset; with neither --steps nor --epochs: 20000 steps.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Images per step and per process (DRAEM: 8).")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-4, show_default=True,
+              help="Adam learning rate; x0.2 at 80% and 90% of the steps.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="auto uses CUDA (bf16 autocast) when present.")
+@click.option("--preset", type=click.Choice(["small", "base"]), default="base", show_default=True,
+              help="base: DRAEM widths 128/64 at 256 px; small: ~200x cheaper, 128 px, for CPUs and demos.")
+@click.option("--size", type=click.IntRange(min=16),
+              help="Training resolution in pixels [default: the preset's].")
+@click.option("--workers", type=click.IntRange(min=0), default=4, show_default=True,
+              help="DataLoader worker processes per training process.")
+@click.option("--normal-fraction", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+              help="Share of items replaced by an unaltered normal image (mask empty).")
+@click.option("--flips/--no-flips", default=False, show_default=True,
+              help="Random flips (never for position-bound categories such as MVTec LOCO).")
+@click.option("--jitter", type=click.FloatRange(0, 0.5), default=0.0, show_default=True,
+              help="Brightness jitter: a factor in [1-j, 1+j], the same for input and target.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of initialisation, data order and mixing.")
+@click.option("--ckpt-every", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="Write model.pt and last.pt every this many steps (and at the end).")
+@click.option("--resume", is_flag=True,
+              help="Continue from <out>/last.pt when it exists (else start afresh).")
+@click.pass_context
+def cli(ctx: click.Context, shards: Path | None, out: Path, **options) -> None:
+    """Train and evaluate the anomaly localization network.
+
+    \b
+    Train (no command):  logical-train --shards data/toybox/tray --out runs/tray --preset small --steps 1500
+    Evaluate / predict:  logical-train eval ...   |   logical-train predict ...   (see COMMAND --help)
+
+    Training options go before a command name and apply only when no command is given. Under torchrun the
+    run is distributed (DDP); --batch-size is per process.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    if shards is None:
+        raise click.UsageError("Missing option '--shards' (the generated dataset to train on).")
+    from train.loop import TrainConfig, train  # torch loads only when training
+
+    path = train(TrainConfig(shards=shards, out=out, **options))
+    if os.environ.get("RANK", "0") == "0":
+        say(f"model: {path}")
 
 
 # Commands are added below, one section per command.
+
+
+# --- eval (evaluation helper) ---------------------------------------------------------------------------
+
+def _device_option(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    from train.evaluate import resolve_device
+
+    try:
+        resolve_device(value)
+    except (RuntimeError, ValueError) as exc:
+        raise click.BadParameter(str(exc)) from None
+    return value
+
+
+@cli.command("eval")
+@click.option("--checkpoint", type=click.Path(path_type=Path), required=True,
+              help="Trained model (model.pt of a training run).")
+@click.option("--dataset", type=click.Choice(["mvtec", "mvtec_loco", "visa", "madsim", "folder", "toybox"]),
+              required=True, help="Layout of the real test data.")
+@click.option("--root", type=click.Path(path_type=Path),
+              help="Dataset root [default: data/raw/<dataset>; toybox: data/toybox].")
+@click.option("--category", help="Category to test [default: the only one, when the root holds one].")
+@click.option("--out", type=click.Path(path_type=Path),
+              help="Report folder: metrics.json, metrics.md, heatmaps/ "
+                   "[default: runs/eval/<dataset>_<category>].")
+@click.option("--device", default="auto", show_default=True, callback=_device_option,
+              help="auto (CUDA when present), cpu, cuda or cuda:N.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Test images per forward pass.")
+@click.option("--heatmaps", "n_heatmaps", type=click.IntRange(min=0), default=3, show_default=True,
+              help="Figures for this many best- and worst-scored anomalies and highest-scored good images.")
+def eval_command(checkpoint: Path, dataset: str, root: Path | None, category: str | None, out: Path | None,
+                 device: str, batch_size: int, n_heatmaps: int) -> None:
+    """Score a checkpoint on a dataset's real test split and print the metrics table.
+
+    MVTec LOCO layouts (and toybox): image AUROC and AU-sPRO (FPR 0.05) for logical and structural anomalies
+    and their mean; other layouts: image AUROC, pixel AUROC, pixel AP and AUPRO (FPR 0.3).
+    """
+    from synth.datasets import open_dataset
+    from train.evaluate import evaluate, markdown_table
+
+    if category is None:
+        categories = open_dataset(dataset, root).categories()
+        if len(categories) != 1:
+            raise click.UsageError(f"--category is required: this root holds {', '.join(categories)}")
+        category = categories[0]
+    out = out if out is not None else Path("runs/eval") / f"{dataset}_{category}"
+    result = evaluate(checkpoint, dataset, root, category, out, device=device, batch_size=batch_size,
+                      n_heatmaps=n_heatmaps)
+    click.echo(markdown_table(result))
+    say(f"report: {out / 'metrics.json'}, {out / 'metrics.md'}, "
+        f"{len(result['heatmaps'])} figures in {out / 'heatmaps'}")
+
+
+# --- predict (evaluation helper) ------------------------------------------------------------------------
+
+@cli.command("predict")
+@click.option("--checkpoint", type=click.Path(path_type=Path), required=True,
+              help="Trained model (model.pt of a training run).")
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), required=True,
+              help="Output folder: <stem>_map.png, <stem>_overlay.png per image and scores.csv.")
+@click.option("--device", default="auto", show_default=True, callback=_device_option,
+              help="auto (CUDA when present), cpu, cuda or cuda:N.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Images per forward pass.")
+@click.option("--skip-bad", is_flag=True,
+              help="Skip unreadable images with a warning (listed in skipped.txt) instead of stopping.")
+def predict_command(checkpoint: Path, images: tuple[Path, ...], out: Path, device: str, batch_size: int,
+                    skip_bad: bool) -> None:
+    """Anomaly maps and image scores for IMAGES (files or folders of images) with a trained checkpoint."""
+    from train.predict import predict
+
+    rows, skipped = predict(checkpoint, images, out, device=device, batch_size=batch_size, skip_bad=skip_bad)
+    note = f", {len(skipped)} skipped (see {out / 'skipped.txt'})" if skipped else ""
+    say(f"{len(rows)} images scored: {out / 'scores.csv'}{note}")
 
 
 def main() -> None:

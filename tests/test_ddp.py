@@ -1,0 +1,44 @@
+"""DDP: two CPU processes (gloo on 127.0.0.1) train in lockstep and end with identical weights."""
+
+import os
+import socket
+from pathlib import Path
+
+import torch
+import torch.multiprocessing as mp
+from test_train import make_dataset
+
+from train.loop import TrainConfig, fit
+from train.model import LocalizationNet, make_config
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def worker(rank: int, world: int, port: int, shards: str, out: str, result: str) -> None:
+    """One torchrun-like process: the environment torchrun would set, then the ordinary training entry."""
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port), GLOO_SOCKET_IFNAME="lo")
+    torch.set_num_threads(1)
+    model, _ = fit(TrainConfig(shards=Path(shards), out=Path(out), steps=3, batch_size=2, device="cpu",
+                               preset="small", size=32, workers=0, log_every=1, ckpt_every=10))
+    torch.save(model.state_dict(), Path(result) / f"rank{rank}.pt")
+
+
+def test_two_processes_end_with_identical_weights(tmp_path):
+    shards, out = tmp_path / "ds", tmp_path / "run"
+    make_dataset(shards, n=16, shard_size=8)
+    mp.spawn(worker, args=(2, free_port(), str(shards), str(out), str(tmp_path)), nprocs=2, join=True)
+    a = torch.load(tmp_path / "rank0.pt", weights_only=True)
+    b = torch.load(tmp_path / "rank1.pt", weights_only=True)
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)  # parameters and BatchNorm buffers
+    torch.manual_seed(0)
+    initial = LocalizationNet(make_config("small", 32)).state_dict()
+    assert any(not torch.equal(a[k], initial[k]) for k in a if k.endswith("weight"))  # it did train
+    # only rank 0 writes: one model, one log with one line per step
+    assert (out / "model.pt").is_file()
+    assert len((out / "log.jsonl").read_text().splitlines()) == 3

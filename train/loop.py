@@ -1,0 +1,319 @@
+"""The training loop, top to bottom (in the manner of nanoGPT's train.py).
+
+Adam (lr 1e-4), lr x0.2 at 80% and 90% of the steps (DRAEM); bf16 autocast + channels_last on CUDA, float32
+on CPU; gradient clipping; an atomic checkpoint every `ckpt_every` steps (`last.pt`: weights, optimizer,
+scheduler, step, RNG; `model.pt`: weights + config) and `resume`; a JSON-lines log and a PNG of the loss
+curves. Under torchrun (RANK/WORLD_SIZE set) it runs DDP: NCCL on CUDA, gloo on CPU, each process reads its
+own part of every epoch (DistributedSampler) and only rank 0 writes files.
+"""
+
+import bisect
+import json
+import math
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler, Sampler
+
+from synth.console import progress, say
+from synth.errors import CheckpointError, LogicalError, ShardError
+from synth.images import save_image
+from train.data import ShardDataset, to_float
+from train.losses import total_loss
+from train.model import LocalizationNet, ModelConfig, make_config, read_checkpoint, save_checkpoint
+
+DEFAULT_STEPS = 20000
+LR_GAMMA = 0.2
+LR_MILESTONES = (0.8, 0.9)
+COLOURS = [(0, 0, 0), (31, 119, 180), (44, 160, 44), (255, 127, 14), (214, 39, 40)]  # RGB per curve
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a run; `logical-train` fills it from its options."""
+
+    shards: Path
+    out: Path = Path("runs/model")
+    steps: int | None = None  # total optimizer steps; wins over epochs
+    epochs: int | None = None  # otherwise epochs x steps per epoch; neither: DEFAULT_STEPS
+    batch_size: int = 8  # per process
+    lr: float = 1e-4
+    device: str = "auto"  # auto | cpu | cuda
+    preset: str = "base"
+    size: int | None = None  # None: the preset's size
+    workers: int = 4
+    normal_fraction: float = 0.5
+    seed: int = 0
+    resume: bool = False
+    flips: bool = False
+    jitter: float = 0.0
+    grad_clip: float = 1.0
+    log_every: int = 10
+    ckpt_every: int = 1000
+    stop_at: int | None = None  # stop (with a checkpoint) after this step, e.g. for time-limited jobs
+    verify: bool = True
+    cache_dir: Path | None = None  # where archives unpack
+
+
+class SkipSampler(Sampler[tuple[int, int]]):
+    """Yields (epoch, index) from a DistributedSampler's order for `epoch`, skipping the first `skip`:
+    resume continues mid-epoch exactly, and persistent workers learn the epoch from each index."""
+
+    def __init__(self, base: DistributedSampler, epoch: int, skip: int):
+        self.base, self.epoch, self.skip = base, epoch, skip
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        self.base.set_epoch(self.epoch)
+        for k, index in enumerate(self.base):
+            if k >= self.skip:
+                yield self.epoch, index
+
+    def __len__(self) -> int:
+        return len(self.base) - self.skip
+
+
+def setup_distributed() -> tuple[int, int, int]:
+    """(rank, world size, local rank); joins the process group when started under torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, 0
+    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if backend == "nccl":
+            torch.cuda.set_device(local)
+        dist.init_process_group(backend=backend, rank=rank, world_size=world)
+    return rank, world, local
+
+
+def pick_device(name: str, local_rank: int) -> torch.device:
+    """auto -> CUDA when present; `cuda` without a GPU is a user error."""
+    if name not in ("auto", "cpu", "cuda"):
+        raise LogicalError(f"--device {name}: choose auto, cpu or cuda")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise LogicalError("--device cuda: no CUDA device is available (use --device cpu)")
+    if name == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda", local_rank)
+
+
+def milestones(total: int) -> list[int]:
+    return [int(f * total) for f in LR_MILESTONES]
+
+
+def rng_state(device: torch.device) -> dict:
+    state = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def restore(path: Path, model: LocalizationNet, config: ModelConfig, opt, sched, device) -> int:
+    """Load a `last.pt` into model, optimizer, scheduler and RNG; returns the step to continue from."""
+    payload = read_checkpoint(path)
+    if payload["config"] != config.to_dict():
+        raise CheckpointError(f"{path}: made for {payload['config']}, this run is {config.to_dict()}; "
+                              "use the same --preset/--size or another --out")
+    try:
+        model.load_state_dict(payload["state_dict"])
+        opt.load_state_dict(payload["optimizer"])
+        sched.load_state_dict(payload["scheduler"])
+        torch.set_rng_state(payload["rng"]["torch"])
+        if device.type == "cuda" and "cuda" in payload["rng"]:
+            torch.cuda.set_rng_state(payload["rng"]["cuda"], device)
+        return int(payload["step"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{path}: cannot resume from it ({type(exc).__name__}: {exc})") from None
+
+
+def fit(cfg: TrainConfig) -> tuple[LocalizationNet, Path]:
+    """Train; returns the (unwrapped) model and the path of `<out>/model.pt` (written by rank 0)."""
+    rank, world, local_rank = setup_distributed()
+    master = rank == 0
+    device = pick_device(cfg.device, local_rank)
+    cuda = device.type == "cuda"
+    out = Path(cfg.out)
+    last_path, model_path, log_path = out / "last.pt", out / "model.pt", out / "log.jsonl"
+    try:
+        model_cfg = make_config(cfg.preset, cfg.size)
+    except ValueError as exc:
+        raise LogicalError(f"--preset/--size: {exc}") from None
+    torch.manual_seed(cfg.seed)
+
+    # data: every rank reads its own share of each epoch's permutation
+    data = ShardDataset(cfg.shards, model_cfg.size, cfg.normal_fraction, cfg.seed, cfg.flips, cfg.jitter,
+                        verify=cfg.verify, cache_dir=cfg.cache_dir)
+    sampler = DistributedSampler(data, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed,
+                                 drop_last=True)
+    per_epoch = len(sampler) // cfg.batch_size
+    if per_epoch == 0:
+        raise ShardError(f"{cfg.shards}: {len(data)} samples, fewer than --batch-size {cfg.batch_size} "
+                         f"x {world} process(es)")
+    total = cfg.steps if cfg.steps else (cfg.epochs * per_epoch if cfg.epochs else DEFAULT_STEPS)
+    end = min(total, cfg.stop_at) if cfg.stop_at else total  # stop_at: pause there, schedule unchanged
+
+    # model, optimizer, schedule
+    model = LocalizationNet(model_cfg).to(device)
+    if cuda:
+        model = model.to(memory_format=torch.channels_last)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones(total), gamma=LR_GAMMA)
+    step = 0
+    if cfg.resume and last_path.is_file():
+        step = restore(last_path, model, model_cfg, opt, sched, device)
+        sched.milestones = type(sched.milestones)(milestones(total))  # --steps may have changed
+        for group in opt.param_groups:
+            group["lr"] = cfg.lr * LR_GAMMA ** bisect.bisect_right(milestones(total), step)
+        if master:
+            say(f"resuming {last_path} at step {step} of {total}")
+    elif cfg.resume and master:
+        say(f"nothing to resume in {out}: starting afresh")
+    if master:
+        out.mkdir(parents=True, exist_ok=True)
+        keep_log(log_path, step)
+        (out / "train.json").write_text(json.dumps(
+            {"train": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()},
+             "model": model_cfg.to_dict(), "total_steps": total, "world_size": world}, indent=2) + "\n")
+    net = DistributedDataParallel(model, device_ids=[local_rank] if cuda else None) if world > 1 else model
+
+    def checkpoint() -> None:
+        if world > 1:
+            average_buffers(model)  # every rank calls the collective; then all hold the saved statistics
+        if not master:
+            return
+        extra = {"step": step, "total_steps": total}
+        save_checkpoint(model_path, model, model_cfg, extra)
+        state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": rng_state(device)}
+        save_checkpoint(last_path, model, model_cfg, {**extra, **state})
+        plot_losses(log_path, out / "loss.png")
+
+    order = SkipSampler(sampler, 0, 0)  # epoch and skip are set per epoch; workers stay alive across epochs
+    loader = DataLoader(data, batch_size=cfg.batch_size, sampler=order, num_workers=cfg.workers,
+                        pin_memory=cuda, drop_last=True, persistent_workers=cfg.workers > 0)
+    bar = progress(None, "train", total=total, initial=step, disable=not master)
+    start = step
+    sums: dict[str, torch.Tensor] = {}
+    tick, tick_step = time.perf_counter(), step
+    net.train()
+    while step < end:
+        epoch, skip = divmod(step, per_epoch)
+        order.epoch, order.skip = epoch, skip * cfg.batch_size
+        for raw in loader:
+            batch = to_float(raw, device)
+            x = batch["image"].contiguous(memory_format=torch.channels_last) if cuda else batch["image"]
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
+                outputs = net(x)
+            losses = total_loss(outputs, batch)
+            opt.zero_grad(set_to_none=True)
+            losses["total"].backward()
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            sched.step()
+            step += 1
+            for k, v in losses.items():
+                sums[k] = sums.get(k, 0.0) + v.detach()
+
+            if step % cfg.log_every == 0 or step == end:
+                now, n = time.perf_counter(), step - tick_step
+                mean = {k: float(v) / n for k, v in sums.items()}
+                if not math.isfinite(mean["total"]):
+                    raise LogicalError(f"training diverged: loss {mean} at step {step} (try a lower --lr)")
+            if master and (step % cfg.log_every == 0 or step == end):
+                rate = n * cfg.batch_size * world / max(now - tick, 1e-9)
+                with open(log_path, "a") as f:
+                    f.write(json.dumps({"step": step, "epoch": epoch, "lr": opt.param_groups[0]["lr"],
+                                        "loss": mean, "samples_per_s": round(rate, 2)}) + "\n")
+                bar.set_postfix(loss=f"{mean['total']:.4f}", seg=f"{mean['seg']:.4f}", sps=f"{rate:.0f}")
+            if step % cfg.log_every == 0 or step == end:
+                sums, tick, tick_step = {}, time.perf_counter(), step
+            bar.update(1)
+            if step % cfg.ckpt_every == 0 or step == end:
+                checkpoint()
+            if step >= end:
+                break
+    if start >= end:  # resumed a finished run: (re)write its model.pt, on every rank for the collective
+        checkpoint()
+    bar.close()
+    if world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    return model, model_path
+
+
+def average_buffers(model: torch.nn.Module) -> None:
+    """Average BatchNorm running statistics over the processes (DDP syncs them only at the next forward)."""
+    world = dist.get_world_size()
+    for buf in model.buffers():
+        if buf.is_floating_point():
+            dist.all_reduce(buf, op=dist.ReduceOp.SUM)
+            buf.div_(world)
+
+
+def train(cfg: TrainConfig) -> Path:
+    """Train and return the path of `<out>/model.pt`."""
+    return fit(cfg)[1]
+
+
+def keep_log(path: Path, step: int) -> None:
+    """Keep log lines up to `step`: a resumed run rewrites what followed its checkpoint, a fresh one all."""
+    lines = []
+    if step > 0 and path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                if json.loads(line)["step"] <= step:
+                    lines.append(line)
+            except (ValueError, KeyError, TypeError):
+                continue
+    path.write_text("".join(line + "\n" for line in lines))
+
+
+
+def plot_losses(log_path: Path, png_path: Path, width: int = 800, height: int = 480) -> None:
+    """Draw the loss curves of a JSON-lines log (log scale) into a PNG with OpenCV (no matplotlib)."""
+    rows = []
+    for line in log_path.read_text().splitlines() if log_path.is_file() else []:
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            continue
+    img = np.full((height, width, 3), 255, np.uint8)
+    left, right, top, bottom = 70, 20, 20, 40
+    cv2.rectangle(img, (left, top), (width - right, height - bottom), (0, 0, 0), 1)
+    names = ["total", "img", "jnd", "edge", "seg"]
+    series = {n: [(r["step"], r["loss"][n]) for r in rows if r.get("loss", {}).get(n, 0) > 0] for n in names}
+    points = [p for s in series.values() for p in s]
+    if points:
+        s0, s1 = min(p[0] for p in points), max(p[0] for p in points)
+        y0, y1 = (math.log10(v) for v in (min(p[1] for p in points), max(p[1] for p in points)))
+        s1, y1 = max(s1, s0 + 1), max(y1, y0 + 1e-3)
+
+        def xy(step: float, value: float) -> tuple[int, int]:
+            x = left + (step - s0) / (s1 - s0) * (width - left - right)
+            y = height - bottom - (math.log10(value) - y0) / (y1 - y0) * (height - top - bottom)
+            return int(round(x)), int(round(y))
+
+        for k, name in enumerate(names):
+            pts = np.array([xy(*p) for p in series[name]], np.int32)
+            if len(pts):
+                cv2.polylines(img, [pts.reshape(-1, 1, 2)], False, COLOURS[k], 2 if name == "total" else 1,
+                              cv2.LINE_AA)
+            cv2.putText(img, name, (width - right - 80, top + 18 + 18 * k), cv2.FONT_HERSHEY_SIMPLEX, 0.5,
+                        COLOURS[k], 1, cv2.LINE_AA)
+        for frac in (0.0, 0.5, 1.0):
+            value = 10 ** (y0 + frac * (y1 - y0))
+            _, y = xy(s0, value)
+            cv2.putText(img, f"{value:.3g}", (4, y + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1)
+        cv2.putText(img, f"step {s0}", (left, height - 14), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1)
+        cv2.putText(img, f"step {s1}", (width - right - 90, height - 14), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
+                    (0, 0, 0), 1)
+    cv2.putText(img, "loss (log scale)", (left + 8, top + 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1)
+    save_image(png_path, img)

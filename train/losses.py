@@ -1,0 +1,128 @@
+"""Training losses: SSIM, PiDiNet's annotator-robust edge loss, focal loss, and LogicAL's total.
+
+All losses compute in float32 (inputs are cast), so they are safe to call on bf16 autocast outputs.
+"""
+
+import torch
+import torch.nn.functional as F
+
+SSIM_C1 = 0.01**2  # constants for data in [0, 1] (Wang et al. 2004: (K * L)^2 with L = 1)
+SSIM_C2 = 0.03**2
+
+
+def gaussian_kernel(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
+    """A normalised 1-D Gaussian of `size` taps."""
+    x = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
+    k = torch.exp(-(x**2) / (2 * sigma**2))
+    return k / k.sum()
+
+
+def _blur(x: torch.Tensor, kernel: torch.Tensor, padding: str) -> torch.Tensor:
+    """Separable per-channel Gaussian blur; `reflect` keeps the size, `valid` crops size-1 pixels."""
+    c, r = x.shape[1], kernel.numel() // 2
+    if padding == "reflect":
+        x = F.pad(x, (r, r, r, r), mode="reflect")
+    elif padding != "valid":
+        raise ValueError(f"padding must be 'reflect' or 'valid', not {padding!r}")
+    kx = kernel.view(1, 1, 1, -1).expand(c, 1, 1, -1)
+    ky = kernel.view(1, 1, -1, 1).expand(c, 1, -1, 1)
+    return F.conv2d(F.conv2d(x, kx, groups=c), ky, groups=c)
+
+
+def ssim_map(
+    a: torch.Tensor, b: torch.Tensor, window: int = 11, sigma: float = 1.5, padding: str = "reflect"
+) -> torch.Tensor:
+    """Per-pixel, per-channel SSIM of (B, C, H, W) tensors in [0, 1].
+
+    Gaussian window 11, sigma 1.5, each channel on its own. `padding="reflect"` (default) mirrors the
+    border (PyTorch's reflect, without repeating the edge pixel) so the map has the input's size;
+    `"valid"` gives the (H-10, W-10) interior only, as the original definition.
+    """
+    a, b = a.float(), b.float()
+    k = gaussian_kernel(window, sigma).to(a.device)
+    ma, mb = _blur(a, k, padding), _blur(b, k, padding)
+    saa = _blur(a * a, k, padding) - ma * ma
+    sbb = _blur(b * b, k, padding) - mb * mb
+    sab = _blur(a * b, k, padding) - ma * mb
+    num = (2 * ma * mb + SSIM_C1) * (2 * sab + SSIM_C2)
+    den = (ma * ma + mb * mb + SSIM_C1) * (saa + sbb + SSIM_C2)
+    return num / den
+
+
+def ssim(a: torch.Tensor, b: torch.Tensor, padding: str = "reflect") -> torch.Tensor:
+    """Mean SSIM over pixels, channels and the batch (a scalar tensor)."""
+    return ssim_map(a, b, padding=padding).mean()
+
+
+def ssim_loss(a: torch.Tensor, b: torch.Tensor, padding: str = "reflect") -> torch.Tensor:
+    """1 - SSIM: 0 for identical images."""
+    return 1.0 - ssim(a, b, padding=padding)
+
+
+def edge_weights(
+    target: torch.Tensor, eta: float = 0.3, alpha: float = 1.0, beta: float = 1.1
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-pixel weights and binary labels of PiDiNet's loss, class balance counted per image.
+
+    Target y in [0, 1]: y == 0 negative, y >= eta positive, 0 < y < eta ignored (weight 0).
+    Positives weigh alpha * |neg| / (|pos| + |neg|), negatives beta * |pos| / (|pos| + |neg|)
+    (official hellozhuo/pidinet utils.cross_entropy_loss_RCF, lambda = beta = 1.1).
+    """
+    target = target.float()
+    pos = target >= eta
+    neg = target <= 0
+    dims = tuple(range(1, target.dim()))
+    n_pos = pos.sum(dim=dims, keepdim=True).float()
+    n_neg = neg.sum(dim=dims, keepdim=True).float()
+    total = (n_pos + n_neg).clamp_min(1.0)
+    weights = pos * (alpha * n_neg / total) + neg * (beta * n_pos / total)
+    return weights, pos.float()
+
+
+def edge_loss(
+    logits: torch.Tensor, target: torch.Tensor, eta: float = 0.3, alpha: float = 1.0, beta: float = 1.1
+) -> torch.Tensor:
+    """Annotator-robust weighted BCE (PiDiNet) on edge logits, normalised by the sum of the weights.
+
+    The official code returns the weighted *sum*, which grows with the image size; dividing by the total
+    weight makes it a weighted mean BCE (about 0.69 for an untrained head) that balances with the other
+    O(1) losses. An image without positive pixels has all weights 0 and contributes nothing, as officially.
+    """
+    weights, labels = edge_weights(target, eta, alpha, beta)
+    bce = F.binary_cross_entropy_with_logits(logits.float(), labels, reduction="none")
+    return (weights * bce).sum() / weights.sum().clamp_min(1e-12)
+
+
+def focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0) -> torch.Tensor:
+    """Mean focal loss -(1 - p_t)^gamma log p_t of 2-class logits (B, 2, H, W) against a {0, 1} mask.
+
+    The mask may be (B, H, W) or (B, 1, H, W). gamma = 0 is the plain cross-entropy.
+    """
+    if target.dim() == logits.dim():
+        target = target[:, 0]
+    logp = F.log_softmax(logits.float(), dim=1)
+    logp_t = logp.gather(1, target.long().unsqueeze(1)).squeeze(1)
+    p_t = logp_t.exp()
+    return (-((1.0 - p_t) ** gamma) * logp_t).mean()
+
+
+def reconstruction_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """MSE + (1 - SSIM), LogicAL's L_img (and, on JND maps, L_jnd)."""
+    pred = pred.float()
+    return F.mse_loss(pred, target.float()) + ssim_loss(pred, target)
+
+
+def total_loss(out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """L = L_img + L_jnd + L_edge + L_seg for one batch; returns every term and `total`.
+
+    `out` is the model's output (image, jnd, edge_logits, seg); `batch` the loader's (normal, jnd, edge,
+    mask): the reconstruction heads aim at the *normal* image's picture, JND map and edge map.
+    """
+    terms = {
+        "img": reconstruction_loss(out["image"], batch["normal"]),
+        "jnd": reconstruction_loss(out["jnd"], batch["jnd"]),
+        "edge": edge_loss(out["edge_logits"], batch["edge"]),
+        "seg": focal_loss(out["seg"], batch["mask"]),
+    }
+    terms["total"] = terms["img"] + terms["jnd"] + terms["edge"] + terms["seg"]
+    return terms

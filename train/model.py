@@ -1,0 +1,224 @@
+"""The localization network: DRAEM's two sub-networks, extended as LogicAL (image, JND and edge heads).
+
+Reconstruction sub-network: encoder-decoder (no skips) from the input image to the normal image I_rec,
+its JND map J_rec and its edge map E_rec. Segmentation sub-network: U-Net with skips on
+concat(input, I_rec, J_rec, E_rec) (8 channels) to 2-class logits. With the `base` preset both match
+the official DRAEM shapes (VitjanZ/DRAEM model_unet.py, widths 128 and 64).
+"""
+
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from synth.errors import CheckpointError
+
+FORMAT = "logical-localizer"
+VERSION = 1
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild the network; stored in checkpoints as a plain dict."""
+
+    preset: str = "base"
+    size: int = 256  # training resolution (pixels, square)
+    rec_widths: tuple[int, ...] = (128, 256, 512, 1024, 1024)
+    seg_widths: tuple[int, ...] = (64, 128, 256, 512, 512, 512)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["rec_widths"], d["seg_widths"] = list(self.rec_widths), list(self.seg_widths)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        return cls(
+            preset=str(d["preset"]),
+            size=int(d["size"]),
+            rec_widths=tuple(int(w) for w in d["rec_widths"]),
+            seg_widths=tuple(int(w) for w in d["seg_widths"]),
+        )
+
+
+PRESETS: dict[str, ModelConfig] = {
+    "base": ModelConfig(),
+    "small": ModelConfig("small", 128, rec_widths=(16, 32, 64, 64), seg_widths=(16, 32, 64, 64)),
+}
+
+
+def make_config(preset: str = "base", size: int | None = None) -> ModelConfig:
+    """A preset, optionally at another resolution (must be a multiple of the deepest stride)."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
+    cfg = PRESETS[preset]
+    if size is not None:
+        cfg = ModelConfig(cfg.preset, int(size), cfg.rec_widths, cfg.seg_widths)
+    stride = 2 ** (max(len(cfg.rec_widths), len(cfg.seg_widths)) - 1)
+    if cfg.size % stride:
+        raise ValueError(f"size {cfg.size} must be a multiple of {stride} for preset {preset!r}")
+    return cfg
+
+
+def _conv(cin: int, cout: int) -> list[nn.Module]:
+    return [nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+
+
+def _block(cin: int, cmid: int, cout: int) -> nn.Sequential:
+    """2 x (conv3x3-BN-ReLU)."""
+    return nn.Sequential(*_conv(cin, cmid), *_conv(cmid, cout))
+
+
+def _up(cin: int, cout: int) -> nn.Sequential:
+    """x2 bilinear upsampling (align_corners as DRAEM) then conv3x3-BN-ReLU."""
+    return nn.Sequential(nn.Upsample(scale_factor=2, mode="bilinear", align_corners=True), *_conv(cin, cout))
+
+
+def _decoder_widths(widths: tuple[int, ...]) -> list[int]:
+    """Output widths of the decoder stages, deepest first: DRAEM's (8,8,4,2,1,1)*w pattern generalised."""
+    return [widths[max(j - 1, 0)] for j in range(len(widths) - 2, -1, -1)]
+
+
+class Encoder(nn.Module):
+    """Blocks of 2 x conv with a 2x2 max-pool between them; returns every block's features."""
+
+    def __init__(self, cin: int, widths: tuple[int, ...]):
+        super().__init__()
+        ins = (cin, *widths[:-1])
+        self.blocks = nn.ModuleList(_block(i, w, w) for i, w in zip(ins, widths, strict=True))
+        self.pool = nn.MaxPool2d(2)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        feats = []
+        for i, block in enumerate(self.blocks):
+            x = block(x if i == 0 else self.pool(x))
+            feats.append(x)
+        return feats
+
+
+class ReconstructionNet(nn.Module):
+    """Encoder-decoder without skips and three heads: image (3, linear), JND (1, linear), edge (1, logits)."""
+
+    def __init__(self, widths: tuple[int, ...]):
+        super().__init__()
+        self.encoder = Encoder(3, widths)
+        ups, blocks, c = [], [], widths[-1]
+        for out in _decoder_widths(widths):
+            ups.append(_up(c, c))
+            blocks.append(_block(c, c, out))
+            c = out
+        self.ups, self.blocks = nn.ModuleList(ups), nn.ModuleList(blocks)
+        self.image_head = nn.Conv2d(c, 3, 3, padding=1)
+        self.jnd_head = nn.Conv2d(c, 1, 3, padding=1)
+        self.edge_head = nn.Conv2d(c, 1, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        h = self.encoder(x)[-1]
+        for up, block in zip(self.ups, self.blocks, strict=True):
+            h = block(up(h))
+        return self.image_head(h), self.jnd_head(h), self.edge_head(h)
+
+
+class SegmentationNet(nn.Module):
+    """DRAEM's discriminative U-Net: encoder features joined to the decoder by skips; 2-class logits."""
+
+    def __init__(self, cin: int, widths: tuple[int, ...]):
+        super().__init__()
+        self.encoder = Encoder(cin, widths)
+        ups, blocks, c = [], [], widths[-1]
+        skips = list(widths[-2::-1])
+        for out, skip in zip(_decoder_widths(widths), skips, strict=True):
+            ups.append(_up(c, out))
+            blocks.append(_block(out + skip, out, out))
+            c = out
+        self.ups, self.blocks = nn.ModuleList(ups), nn.ModuleList(blocks)
+        self.head = nn.Conv2d(c, 2, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        feats = self.encoder(x)
+        h = feats[-1]
+        for up, block, skip in zip(self.ups, self.blocks, feats[-2::-1], strict=True):
+            h = block(torch.cat((up(h), skip), dim=1))
+        return self.head(h)
+
+
+class LocalizationNet(nn.Module):
+    """x (B, 3, H, W) in [0, 1] -> dict(image, jnd, edge (probability), edge_logits, seg (2-class logits))."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.reconstruction = ReconstructionNet(config.rec_widths)
+        self.segmentation = SegmentationNet(3 + 3 + 1 + 1, config.seg_widths)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        image, jnd, edge_logits = self.reconstruction(x)
+        edge = torch.sigmoid(edge_logits)
+        seg = self.segmentation(torch.cat((x, image, jnd, edge), dim=1))
+        return {"image": image, "jnd": jnd, "edge": edge, "edge_logits": edge_logits, "seg": seg}
+
+    @torch.no_grad()
+    def anomaly_map(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, H, W) probability of the anomaly class (softmax channel 1)."""
+        return torch.softmax(self(x)["seg"].float(), dim=1)[:, 1]
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def save_checkpoint(path: Path, model: nn.Module, config: ModelConfig, extra: dict | None = None) -> None:
+    """Write weights + config (+ `extra`, e.g. optimizer/scheduler/step/rng for resume) atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model = getattr(model, "module", model)  # unwrap DDP
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    payload = {"format": FORMAT, "version": VERSION, "config": config.to_dict(), "state_dict": state}
+    payload.update(extra or {})
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def read_checkpoint(path: Path) -> dict:
+    """The raw checkpoint dict (weights_only load), checked for our format; CheckpointError otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint file not found")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means a corrupt or foreign file
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {exc})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a {FORMAT} checkpoint")
+    if payload.get("version") != VERSION:
+        raise CheckpointError(f"{path}: checkpoint version {payload.get('version')!r}, expected {VERSION}")
+    if not isinstance(payload.get("state_dict"), dict) or not isinstance(payload.get("config"), dict):
+        raise CheckpointError(f"{path}: checkpoint lacks its weights or config")
+    return payload
+
+
+def model_from_payload(path: Path, payload: dict) -> tuple[LocalizationNet, ModelConfig]:
+    """Rebuild the network of a checkpoint dict read by read_checkpoint."""
+    try:
+        config = ModelConfig.from_dict(payload["config"])
+        model = LocalizationNet(config)
+        model.load_state_dict(payload["state_dict"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{path}: weights do not fit the stored config ({exc})") from None
+    return model, config
+
+
+def load_checkpoint(path: Path, device: str = "cpu") -> tuple[LocalizationNet, dict]:
+    """The trained network (eval mode, on `device`) and its config dict (preset, size, widths)."""
+    payload = read_checkpoint(path)
+    model, config = model_from_payload(path, payload)
+    return model.to(device).eval(), config.to_dict()
