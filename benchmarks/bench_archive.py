@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/bench_archive.py [--mb 300] [--size 256]
 
-Builds the dataset with the real writers in a temp dir (noisy image content, so lzf cannot shrink it to
+Builds the dataset with the real writers in a temp dir (noisy image content, so compression cannot shrink it to
 nothing), then times `pack`, `verify` of the directory and of the tar, and unpacking into the cache.
 Files were just written, so they sit in the page cache: the figures are CPU (sha256) bound, not disk bound.
 """

@@ -85,12 +85,15 @@ def atomic_path(path: Path) -> Iterator[Path]:
 
 
 def _create(f: h5py.File, name: str, data_or_shape, dtype, capacity: int | None = None) -> h5py.Dataset:
-    """A dataset chunked one sample per chunk, lzf-compressed (scalars per sample stay contiguous chunks)."""
+    """A dataset chunked one sample per chunk, gzip level 1 (scalars per sample stay contiguous chunks).
+
+    Not lzf: h5py's bundled liblzf hashes uninitialised memory, so equal data can compress to different bytes.
+    """
     shape = data_or_shape.shape if isinstance(data_or_shape, np.ndarray) else tuple(data_or_shape)
     rows = shape[0] if capacity is None else capacity
     kwargs: dict[str, Any] = {"dtype": dtype, "maxshape": (rows, *shape[1:])}
     if len(shape) >= 3 and rows > 0:
-        kwargs.update(chunks=(1, *shape[1:]), compression="lzf")
+        kwargs.update(chunks=(1, *shape[1:]), compression="gzip", compression_opts=1)
     elif rows > 0:
         kwargs["chunks"] = (min(rows, 4096), *shape[1:])
     if isinstance(data_or_shape, np.ndarray):

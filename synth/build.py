@@ -1,0 +1,639 @@
+"""`logical-synth build`: prepare each category's sources once, then make shards in parallel, resumably.
+
+Stage *prepare* computes per-source features into `sources.h5` (a process pool over sources; reused while
+its key matches). Stage *generate* makes shards: shard k holds samples [k*S, (k+1)*S) and is an independent
+task (`make_shard(job, k)`) that reads sources.h5 and writes shard k atomically, so any worker, backend (loky,
+dask) or machine (`--shards A-B`) makes the same bytes. Each finished shard gets a sidecar
+`.build/shard-NNNNN.h5.json` (sha256, size, counts, the build key); a rerun keeps shards whose sidecar and
+checksum verify and remakes the rest. When every shard is there (or with `finalize=True`) the manifest is
+written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections import Counter, OrderedDict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from synth import __version__
+from synth.console import progress, say
+from synth.errors import CheckpointError, DatasetError, ImageError, LogicalError, ShardError
+from synth.pipeline import (
+    PERLIN,
+    SYNTHESIZERS,
+    SourceFeatures,
+    SynthConfig,
+    prepare_source,
+    quantise_edge,
+    synthesize,
+)
+from synth.shards import (
+    GENERATOR,
+    JND_SCALE,
+    KINDS,
+    MANIFEST,
+    SHARD_PATTERN,
+    SOURCES,
+    ShardWriter,
+    atomic_path,
+    sha256_file,
+    shard_name,
+    write_manifest,
+    write_sources,
+)
+
+RENDER_BATCH = 16          # samples planned, rendered and composed together inside a shard task
+BUILD_DIR = ".build"       # sidecars: per-shard checksums and stats, prepare timing
+BACKENDS = ("loky", "dask")
+
+
+# ---------------------------------------------------------------- options
+
+def parse_mix(mix: str | dict | None) -> tuple[tuple[str, float], ...]:
+    """`logical=0.5,structural=0.5` -> ((kind, weight), ...); weights are normalised later."""
+    if mix is None:
+        return (("logical", 0.5), ("structural", 0.5))
+    items = mix.items() if isinstance(mix, dict) else [p.partition("=")[::2] for p in str(mix).split(",")]
+    out = {}
+    for kind, weight in items:
+        kind = str(kind).strip()
+        if kind not in KINDS:
+            raise LogicalError(f"--mix {mix}: unknown kind {kind!r} (use {', '.join(KINDS)}, e.g. "
+                               "logical=0.5,structural=0.5)")
+        try:
+            out[kind] = float(weight)
+        except (TypeError, ValueError):
+            raise LogicalError(f"--mix {mix}: weight of {kind} is not a number "
+                               "(e.g. logical=0.5,structural=0.5)") from None
+        if not np.isfinite(out[kind]) or out[kind] < 0:
+            raise LogicalError(f"--mix {mix}: weights must be non-negative numbers")
+    if sum(out.values()) <= 0:
+        raise LogicalError(f"--mix {mix}: at least one kind needs a positive weight")
+    return tuple(out.items())
+
+
+def strategy_kinds() -> dict[str, str]:
+    """Every edit strategy and the kind it makes (from synth.edits)."""
+    from synth.edits import KIND_OF, STRATEGIES
+
+    return {s: KIND_OF[s] for s in STRATEGIES}
+
+
+def parse_strategies(strategies: str | Sequence[str] | None, kinds: dict[str, str]) -> tuple[str, ...]:
+    """Comma-separated strategy names (None: all), checked against synth.edits."""
+    if strategies is None:
+        return tuple(kinds)
+    names = [s.strip() for s in strategies.split(",")] if isinstance(strategies, str) else list(strategies)
+    unknown = [s for s in names if s not in kinds]
+    if unknown or not names:
+        raise LogicalError(f"--strategies {','.join(names)}: unknown strategy "
+                           f"{', '.join(unknown) or '(none)'} (choose from {', '.join(kinds)})")
+    return tuple(dict.fromkeys(names))
+
+
+def parse_shards(shards: str | Sequence[int] | None, count: int) -> list[int]:
+    """`A-B` (inclusive) or `A` -> shard numbers, checked against the build's `count` shards."""
+    if shards is None:
+        return list(range(count))
+    try:
+        if isinstance(shards, str):
+            lo, _, hi = shards.partition("-")
+            lo, hi = int(lo), int(hi or lo)
+        else:
+            lo, hi = int(shards[0]), int(shards[-1])
+    except (ValueError, IndexError):
+        raise LogicalError(f"--shards {shards}: expected A-B (e.g. 0-9) or a single shard number") from None
+    if not 0 <= lo <= hi < count:
+        raise LogicalError(f"--shards {shards}: this build has {count} shards, numbered 0-{count - 1}")
+    return list(range(lo, hi + 1))
+
+
+def _hash(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _write_json(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")   # unique: concurrent array tasks may race
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _out_of_disk(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and (exc.errno == errno.ENOSPC or "No space left" in str(exc))
+
+
+# ---------------------------------------------------------------- stage 1: prepare sources
+
+_EXTRACTORS: dict = {}
+
+
+def _extractor(name: str, weights: str | None):
+    """One edge extractor per process (PiDiNet loads its weights once)."""
+    from synth.edges import get_extractor
+
+    key = (name, weights)
+    if key not in _EXTRACTORS:
+        _EXTRACTORS[key] = get_extractor(name, Path(weights) if weights else None)
+    return _EXTRACTORS[key]
+
+
+def _prepare_one(path: str, size: int, edges: str, weights: str | None):
+    """Features of one source, or the ImageError's message (collected and reported by the caller)."""
+    try:
+        f = prepare_source(Path(path), size, _extractor(edges, weights))
+    except ImageError as exc:
+        return str(exc)
+    jnd_u8 = np.clip(np.rint(f.jnd * JND_SCALE), 0, 255).astype(np.uint8)
+    return f.image, jnd_u8, quantise_edge(f.edge), f.foreground.astype(np.uint8), f.regions
+
+
+def prepare(paths: list[Path], root: Path, directory: Path, size: int, edges: str, weights: str | None,
+            renderer, attrs: dict, workers: int, skip_bad: bool) -> tuple[Path, list[str]]:
+    """Make (or reuse) `sources.h5`; returns its path and the skipped unreadable images."""
+    from joblib import Parallel, delayed
+
+    target = directory / SOURCES
+    key = _hash({**attrs, "renderer": getattr(renderer, "identity", "none"),
+                 "files": [(str(p.relative_to(root)) if p.is_relative_to(root) else str(p), p.stat().st_size)
+                           for p in paths]})
+    if target.is_file():
+        with contextlib.suppress(OSError, KeyError), h5py.File(target, "r") as f:
+            if f.attrs["key"] == key:
+                skipped = json.loads(f.attrs["skipped"])
+                say(f"{attrs['category']}: reusing {target} ({f['image'].shape[0]} sources)")
+                return target, skipped
+    t0 = time.perf_counter()
+    jobs = (delayed(_prepare_one)(str(p), size, edges, weights) for p in paths)
+    results = list(progress(Parallel(n_jobs=workers, return_as="generator")(jobs),
+                            desc=f"{attrs['category']}: prepare sources", total=len(paths)))
+    bad = [(p, r) for p, r in zip(paths, results, strict=True) if isinstance(r, str)]
+    if bad and not skip_bad:
+        raise ImageError(f"{bad[0][1]}\n(use --skip-bad to leave unreadable images out; "
+                         f"{len(bad)} unreadable in {attrs['category']})")
+    good = [(p, r) for p, r in zip(paths, results, strict=True) if not isinstance(r, str)]
+    if len(good) < 2:
+        raise DatasetError(f"{root}: category {attrs['category']!r} has {len(good)} usable normal image(s); "
+                           "at least 2 are needed (another image's edges are part of every edit)")
+    image, jnd, edge, fg, regions = (np.stack(a) for a in zip(*(r for _, r in good), strict=True))
+    render = np.zeros_like(image)
+    if renderer is not None:
+        for s in progress(range(0, len(image), RENDER_BATCH), desc=f"{attrs['category']}: render sources",
+                          total=-(-len(image) // RENDER_BATCH)):
+            sl = slice(s, s + RENDER_BATCH)
+            render[sl] = renderer.render(edge[sl].astype(np.float32) / 255.0, image[sl])
+    names = [str(p.relative_to(root)) if p.is_relative_to(root) else str(p) for p, _ in good]
+    skipped = [str(p) for p, _ in bad]
+    _check_space(directory, SOURCES, image.size * 11 // 3)
+    write_sources(target, image, jnd, edge, fg, regions, render, names,
+                  {**attrs, "key": key, "skipped": json.dumps(skipped),
+                   "renderer": getattr(renderer, "identity", "none")})
+    _write_json(directory / BUILD_DIR / "prepare.json", {"seconds": time.perf_counter() - t0,
+                                                         "sources": len(good), "skipped": skipped})
+    return target, skipped
+
+
+class SourceStore:
+    """sources.h5 as `Sources` for the pipeline: rows read on demand, the last `keep` kept (LRU, ~0.85 MB
+    each at 256 px); the JND map is not read (synthesis does not use it)."""
+
+    def __init__(self, path: Path, keep: int = 256):
+        self.path, self.keep = Path(path), keep
+        self._file = h5py.File(self.path, "r")
+        self._n = int(self._file["image"].shape[0])
+        self._cache: OrderedDict[int, SourceFeatures] = OrderedDict()
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, i: int) -> SourceFeatures:
+        hit = self._cache.get(i)
+        if hit is not None:
+            self._cache.move_to_end(i)
+            return hit
+        f = self._file
+        hit = SourceFeatures(f["image"][i], None, f["edge"][i].astype(np.float32) / 255.0,
+                             f["foreground"][i] > 0, f["regions"][i], f["render"][i])
+        self._cache[i] = hit
+        if len(self._cache) > self.keep:
+            self._cache.popitem(last=False)
+        return hit
+
+
+    def close(self) -> None:
+        self._file.close()
+        self._cache.clear()
+
+
+_STORES: dict[tuple, SourceStore] = {}
+
+
+def _store(path: Path) -> SourceStore:
+    """One open reader per process and sources.h5 version."""
+    st = path.stat()
+    key = (str(path), st.st_mtime_ns, st.st_size)
+    if key not in _STORES:
+        close_stores()
+        _STORES[key] = SourceStore(path)
+    return _STORES[key]
+
+
+def close_stores() -> None:
+    """Close the sources.h5 readers this process holds (in-process runs: before the build returns)."""
+    for store in _STORES.values():
+        store.close()
+    _STORES.clear()
+
+
+# ---------------------------------------------------------------- stage 2: generate shards
+
+@dataclass(frozen=True)
+class Job:
+    """Everything a shard task needs (picklable; the same on every worker and machine)."""
+
+    directory: str
+    category: str
+    seed: int
+    n: int
+    shard_size: int
+    size: int
+    synth: SynthConfig
+    generator: str | None
+    edges: str
+    device: str
+    key: str
+    concurrent: int = 1     # shard tasks writing at once (for the free-space check)
+
+    @property
+    def shard_count(self) -> int:
+        return -(-self.n // self.shard_size)
+
+
+def _sidecar(directory: Path, k: int) -> Path:
+    return Path(directory) / BUILD_DIR / f"{shard_name(k)}.json"
+
+
+def make_shard(job: Job, k: int) -> dict:
+    """Make shard k (samples [k*S, min((k+1)*S, n))) from sources.h5 and write it atomically; its stats."""
+    t0 = time.perf_counter()
+    directory = Path(job.directory)
+    sources = _store(directory / SOURCES)
+    render, quality = None, None
+    if job.generator is not None:
+        from synth.generator import load_generator
+
+        renderer = load_generator(Path(job.generator), edges=job.edges, size=job.size, device=job.device)
+        render, quality = renderer.render, renderer.quality
+    first, count = k * job.shard_size, min(job.shard_size, job.n - k * job.shard_size)
+    names = job.synth.names
+    rejections, by_kind, by_strategy, seconds = Counter(), Counter(), Counter(), Counter()
+    path = directory / shard_name(k)
+    _check_space(directory, shard_name(k), count * job.size * job.size * 4, job.concurrent)
+    writer = ShardWriter(path, first, count, job.size, job.size, names)
+    try:
+        for start in range(first, first + count, RENDER_BATCH):
+            indices = range(start, min(start + RENDER_BATCH, first + count))
+            for rec in synthesize(sources, indices, job.seed, job.category, job.synth, render, rejections,
+                                  quality, seconds):
+                t = time.perf_counter()
+                writer.append(rec.anomaly, rec.mask, rec.source, rec.kind, rec.strategy, rec.seed, rec.bbox)
+                seconds["write"] += time.perf_counter() - t
+                by_kind[KINDS[rec.kind]] += 1
+                by_strategy[names[rec.strategy]] += 1
+    except BaseException:
+        # Out of disk, HDF5 cannot close a file it failed to write (and crashes later on): free the space
+        # first so the close succeeds, then drop the partial shard.
+        with contextlib.suppress(OSError):
+            os.truncate(writer.tmp, 0)
+        writer.abort()
+        raise
+    writer.close()
+    stats = {"key": job.key, "shard": k, "sha256": sha256_file(path), "size": path.stat().st_size,
+             "count": count, "by_kind": dict(by_kind), "by_strategy": dict(by_strategy),
+             "rejections": dict(rejections), "seconds": {**seconds, "total": time.perf_counter() - t0}}
+    _write_json(_sidecar(directory, k), stats)
+    return stats
+
+
+def _check_space(directory: Path, name: str, raw_bytes: int, concurrent: int = 1) -> None:
+    """Stop before HDF5 runs out of disk (it cannot recover from a failed write): the file's uncompressed
+    size (+5%, +1 MB) for every file being written at once must be free."""
+    need = (int(raw_bytes * 1.05) + (1 << 20)) * max(1, concurrent)
+    free = shutil.disk_usage(directory).free
+    if free < need:
+        raise OSError(errno.ENOSPC, f"No space left for {name}: {need / 1e6:.1f} MB wanted, "
+                      f"{free / 1e6:.1f} MB free", str(directory))
+
+
+def shard_done(directory: Path, k: int, key: str, checksum: bool = True) -> dict | None:
+    """The sidecar stats of shard k when the shard is complete, of this build, and its checksum verifies."""
+    stats = _read_json(_sidecar(directory, k))
+    path = Path(directory) / shard_name(k)
+    if not stats or stats.get("key") != key or not path.is_file() or path.stat().st_size != stats.get("size"):
+        return None
+    if checksum and sha256_file(path) != stats.get("sha256"):
+        return None
+    return stats
+
+
+@contextlib.contextmanager
+def _backend(backend: str, scheduler: str | None, workers: int) -> Iterator[int]:
+    """joblib's loky pool, or its dask backend on `scheduler` (a local cluster when none is given)."""
+    import joblib
+
+    if backend == "loky":
+        with joblib.parallel_config(backend="loky", n_jobs=workers):
+            yield workers
+        return
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        raise LogicalError("--backend dask needs dask[distributed] (pip install 'logical[dask]')") from None
+    if scheduler:
+        try:
+            client = Client(scheduler, timeout="20s")
+        except OSError as exc:
+            raise LogicalError(f"--scheduler {scheduler}: cannot connect ({exc})") from None
+        cluster = None
+    else:
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1")
+        client = Client(cluster)
+    try:
+        with joblib.parallel_config(backend="dask"):
+            yield -1
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def _generate(job: Job, todo: list[int], n_jobs: int) -> list[dict]:
+    from joblib import Parallel, delayed
+
+    tasks = (delayed(make_shard)(job, k) for k in todo)
+    runner = Parallel(n_jobs=n_jobs, return_as="generator_unordered")
+    return list(progress(runner(tasks), desc=f"{job.category}: shards", total=len(todo)))
+
+
+# ---------------------------------------------------------------- finalize: manifest and report
+
+def _ranges(ks: list[int]) -> str:
+    out, start = [], None
+    for i, k in enumerate(ks):
+        start = k if start is None else start
+        if i + 1 == len(ks) or ks[i + 1] != k + 1:
+            out.append(f"{start}" if start == k else f"{start}-{k}")
+            start = None
+    return ", ".join(out)
+
+
+def _tidy(directory: Path, count: int) -> None:
+    """Drop leftovers: shards beyond this build's count (with sidecars) and shard tmp files of killed runs."""
+    for p in directory.iterdir():
+        m = SHARD_PATTERN.match(p.name.removesuffix(".tmp"))
+        if m and (int(m.group(1)) >= count or p.name.endswith(".tmp")):
+            p.unlink(missing_ok=True)
+            if int(m.group(1)) >= count:
+                _sidecar(directory, int(m.group(1))).unlink(missing_ok=True)
+
+
+def finalize(job: Job, meta: dict, fresh: dict[int, dict] | None = None) -> dict:
+    """Check every shard, then write manifest.json with counts, rejections, timings and every file's sha256.
+
+    `fresh`: stats of shards this run just made (their checksums were computed as they were written).
+    """
+    directory, fresh = Path(job.directory), fresh or {}
+    stats, missing = [], []
+    for k in range(job.shard_count):
+        s = fresh.get(k) or shard_done(directory, k, job.key)
+        (stats.append(s) if s else missing.append(k))
+    if missing:
+        raise ShardError(f"{directory}: shards {_ranges(missing)} of {job.shard_count} are missing or do not "
+                         "verify; make them (e.g. `--shards A-B`), then run with --finalize")
+    _tidy(directory, job.shard_count)
+    counts = {"samples": sum(s["count"] for s in stats)}
+    for field in ("by_kind", "by_strategy", "rejections"):
+        total = Counter()
+        for s in stats:
+            total.update(s[field])
+        counts[field] = dict(sorted(total.items()))
+    cpu = Counter()
+    for s in stats:
+        cpu.update(s["seconds"])
+    report = {**meta.get("report", {}), "counts": counts,
+              "shard_cpu_seconds": {k: round(v, 3) for k, v in sorted(cpu.items())},
+              "samples_per_cpu_second": round(counts["samples"] / max(cpu["total"], 1e-9), 2)}
+    prepared = _read_json(directory / BUILD_DIR / "prepare.json") or {}
+    report["prepare_seconds"] = round(prepared.get("seconds", 0.0), 3)
+    manifest = {"dataset": meta["dataset"], "category": job.category, "licence": meta["licence"],
+                "config": meta["config"], "seed": job.seed, "n": job.n, "shard_size": job.shard_size,
+                "counts": counts, "report": report}
+    write_manifest(directory, manifest)
+    return manifest
+
+
+# ---------------------------------------------------------------- the whole build
+
+def _resolve_generator(generator: Path | None, directory: Path, dataset: str, root: Path | None,
+                       category: str, size: int, edges: str, weights: str | None, device: str) -> Path:
+    """The generator for a category, kept as <dir>/generator.pt: given, found, or fitted now."""
+    target = directory / GENERATOR
+    if generator is not None:
+        generator = Path(generator)
+        if not generator.is_file():
+            raise CheckpointError(f"--generator {generator}: no such file")
+        if not target.is_file() or sha256_file(target) != sha256_file(generator):
+            with atomic_path(target) as tmp:
+                shutil.copyfile(generator, tmp)
+        return target
+    if target.is_file():
+        return target
+    default = Path("data") / dataset / category / GENERATOR
+    if default.is_file() and default.resolve() != target.resolve():
+        say(f"{category}: using the generator {default}")
+        with atomic_path(target) as tmp:
+            shutil.copyfile(default, tmp)
+        return target
+    from synth.fit_generator import fit_for_category
+
+    say(f"{category}: no generator at {target}; fitting one first (preset tiny at {size} px, "
+        f"{edges} edges; give --generator to use another)")
+    return fit_for_category(dataset, root, category, size=size, out=target, edges=edges,
+                            pidinet_weights=Path(weights) if weights else None, device=device)
+
+
+def _textures(anomaly_source: Path | None) -> tuple[str, ...]:
+    if anomaly_source is None:
+        return ()
+    files = [p for p in sorted(Path(anomaly_source).rglob("*")) if p.suffix.lower() in
+             (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff") and p.is_file()]
+    if not files:
+        raise DatasetError(f"--anomaly-source {anomaly_source}: no images found")
+    return tuple(str(p.resolve()) for p in files)
+
+
+def build_category(reader, category: str, *, n: int, size: int, out: Path, seed: int, shard_size: int,
+                   workers: int, generator: Path | None, edges: str, pidinet_weights: Path | None,
+                   strategies, mix, synthesizer: str, shards, finalize_now: bool, backend: str,
+                   scheduler: str | None, skip_bad: bool, device: str, anomaly_source: Path | None) -> dict:
+    """Prepare, generate and (when complete) finalize one category; its report."""
+    from synth.edges import get_extractor
+
+    times = {}
+    directory = (Path(out) / reader.name / category).resolve()
+    directory.mkdir(parents=True, exist_ok=True)
+    count = -(-n // shard_size)
+    todo_range = parse_shards(shards, count)
+    weights = str(Path(pidinet_weights).resolve()) if pidinet_weights else None
+    extractor = get_extractor(edges, Path(weights) if weights else None)
+    paths = reader.train_images(category)
+    if len(paths) < 2:
+        raise DatasetError(f"{reader.root}: category {category!r} has {len(paths)} normal training image(s); "
+                           "at least 2 are needed")
+    gen_path, renderer = None, None
+    if synthesizer != PERLIN:
+        t = time.perf_counter()
+        gen_path = _resolve_generator(generator, directory, reader.name, reader.root, category, size, edges,
+                                      weights, device)
+        times["fit_generator"] = time.perf_counter() - t
+        from synth.generator import load_generator
+
+        renderer = load_generator(gen_path, edges=edges, size=size, device=device)
+    attrs = {"size": size, "dataset": reader.name, "category": category, "edges": extractor.identity}
+    with _backend(backend, scheduler, workers) as n_jobs:
+        t = time.perf_counter()
+        sources, skipped = prepare(paths, Path(reader.root), directory, size, edges, weights, renderer, attrs,
+                                   n_jobs, skip_bad)
+        times["prepare"] = time.perf_counter() - t
+        kinds = tuple(strategy_kinds().items()) if strategies else ()
+        synth = SynthConfig(synthesizer, mix, strategies, kinds, _textures(anomaly_source))
+        config = {"dataset": reader.name, "category": category, "n": n, "size": size, "seed": seed,
+                  "shard_size": shard_size, "edges": extractor.identity, "synthesizer": synthesizer,
+                  "generator": getattr(renderer, "identity", None), "strategies": list(strategies),
+                  "mix": dict(mix), "anomaly_source": str(anomaly_source) if anomaly_source else None,
+                  "textures": len(synth.anomaly_source), "max_tries": synth.max_tries, "tool": __version__}
+        key = _hash({**config, "sources": sha256_file(sources), "texture_files": synth.anomaly_source})
+        concurrent = workers if backend == "loky" else 1
+        job = Job(str(directory), category, seed, n, shard_size, size, synth,
+                  str(gen_path) if gen_path else None, extractor.identity, device, key, concurrent)
+        old = _read_json(directory / MANIFEST)
+        if old is not None and old.get("report", {}).get("key") != key:
+            (directory / MANIFEST).unlink(missing_ok=True)    # it describes another build
+        t = time.perf_counter()
+        kept = [k for k in todo_range if shard_done(directory, k, key)]
+        todo = [k for k in todo_range if k not in kept]
+        if kept:
+            say(f"{category}: keeping {len(kept)} complete shard(s), making {len(todo)}")
+        try:
+            fresh = {s["shard"]: s for s in _generate(job, todo, n_jobs)} if todo else {}
+        finally:
+            close_stores()
+        times["generate"] = time.perf_counter() - t
+    made = sum(s["count"] for s in fresh.values())
+    report = {"dataset": reader.name, "category": category, "out": str(directory), "key": key,
+              "shards": {"total": count, "made": len(fresh), "kept": len(kept)}, "skipped": skipped,
+              "workers": workers, "backend": backend,
+              "seconds": {k: round(v, 3) for k, v in times.items()},
+              "samples_made": made, "samples_per_second": round(made / max(times["generate"], 1e-9), 2)}
+    complete = all(k in fresh or shard_done(directory, k, key, checksum=False) for k in range(count))
+    if finalize_now or complete:
+        t = time.perf_counter()
+        meta = {"dataset": reader.name, "licence": getattr(reader, "licence", "unknown"), "config": config,
+                "report": report}
+        manifest = finalize(job, meta, fresh)
+        report = manifest["report"]
+        report["seconds"]["finalize"] = round(time.perf_counter() - t, 3)
+    return report
+
+
+def build(dataset: str, root: Path | None, categories: Sequence[str] | None, n: int, size: int = 256,
+          out: Path = Path("data"), seed: int = 0, shard_size: int = 1000, workers: int = 1,
+          generator: Path | None = None, edges: str = "classic", pidinet_weights: Path | None = None,
+          strategies: str | Sequence[str] | None = None, mix: str | dict | None = None,
+          synthesizer: str = "logical", shards: str | None = None, finalize: bool = False,
+          backend: str = "loky", scheduler: str | None = None, skip_bad: bool = False, device: str = "auto",
+          anomaly_source: Path | None = None) -> dict:
+    """Build generated datasets under <out>/<dataset>/<category>/ for each category; {category: report}."""
+    from synth.datasets import open_dataset
+
+    if n <= 0 or shard_size <= 0 or workers <= 0 or size < 16:
+        raise LogicalError(f"--n {n}, --shard-size {shard_size}, --workers {workers} must be positive and "
+                           f"--size {size} at least 16")
+    if synthesizer not in SYNTHESIZERS:
+        raise LogicalError(f"--synthesizer {synthesizer}: choose one of {', '.join(SYNTHESIZERS)}")
+    if backend not in BACKENDS:
+        raise LogicalError(f"--backend {backend}: choose one of {', '.join(BACKENDS)}")
+    if scheduler and backend != "dask":
+        raise LogicalError("--scheduler needs --backend dask")
+    if anomaly_source is not None and not Path(anomaly_source).is_dir():
+        raise DatasetError(f"--anomaly-source {anomaly_source}: not a folder")
+    mix = parse_mix(mix)
+    chosen = () if synthesizer == PERLIN else parse_strategies(strategies, strategy_kinds())
+    if chosen:
+        kinds = strategy_kinds()
+        usable = [k for k, w in mix if w > 0 and any(kinds[s] == k for s in chosen)]
+        if not usable:
+            raise LogicalError(f"--mix {dict(mix)} and --strategies {','.join(chosen)}: no kind with a "
+                               "positive weight has a strategy")
+    reader = open_dataset(dataset, root)
+    available = reader.categories()
+    categories = list(categories or available)
+    unknown = [c for c in categories if c not in available]
+    if unknown:
+        raise DatasetError(f"--category {', '.join(unknown)}: not in {reader.root} "
+                           f"(available: {', '.join(available)})")
+    reports = {}
+    for category in categories:
+        try:
+            reports[category] = build_category(
+            reader, category, n=n, size=size, out=Path(out), seed=seed, shard_size=shard_size,
+            workers=workers, generator=generator, edges=edges, pidinet_weights=pidinet_weights,
+            strategies=chosen, mix=mix, synthesizer=synthesizer, shards=shards, finalize_now=finalize,
+            backend=backend, scheduler=scheduler, skip_bad=skip_bad, device=device,
+            anomaly_source=Path(anomaly_source) if anomaly_source else None)
+        except OSError as exc:
+            if not _out_of_disk(exc):
+                raise
+            raise ShardError(f"{Path(out) / reader.name / category}: out of disk space ({exc}). Every shard "
+                             "already written is complete and kept; free space and rerun the same command "
+                             "to resume.") from None
+    return reports
+
+
+def format_report(reports: dict) -> str:
+    """The end-of-build summary printed by the CLI."""
+    lines = []
+    for category, r in reports.items():
+        counts = r.get("counts")
+        shards = r["shards"]
+        lines.append(f"{r['dataset']}/{category}: {r['out']}")
+        pending = "" if counts else "  (not finalized: make the remaining --shards, then --finalize)"
+        lines.append(f"  shards: {shards['made']} made, {shards['kept']} kept, "
+                     f"{shards['total']} in all{pending}")
+        if counts:
+            lines.append(f"  samples: {counts['samples']}  by kind: {counts['by_kind']}")
+            lines.append(f"  by strategy: {counts['by_strategy']}")
+            lines.append(f"  rejections: {counts['rejections'] or 'none'}")
+        lines.append(f"  time (s): {r['seconds']}; {r['samples_made']} samples made at "
+                     f"{r['samples_per_second']} samples/s")
+        if r["skipped"]:
+            lines.append(f"  skipped unreadable images: {', '.join(r['skipped'])}")
+    return "\n".join(lines)

@@ -1,0 +1,269 @@
+"""One sample, top to bottom: source features -> plan (kind, strategy, edit) -> render -> compose -> record.
+
+`prepare_source` is paid once per normal image (build caches it in sources.h5). Every later choice for sample
+`index` comes from `synth.rng.sample_rng(seed, category, index, sub)`: the synthesizer, kind and strategy from
+sub-seed 0 (so rejections do not shift the requested mix), the source, region and edit from the attempt's own
+sub-seed. A rejected attempt is redrawn with the next sub-seed, up to `SynthConfig.max_tries`; past that the
+sample falls back to the Perlin baseline (recorded as strategy "perlin", rejection reason "fallback").
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from synth.errors import LogicalError
+from synth.images import load_rgb, resize_rgb
+from synth.jnd import jnd_map
+from synth.perlin import perlin_anomaly
+from synth.rng import derive_seed, sample_rng
+from synth.shards import KINDS
+
+SYNTHESIZERS = ("logical", "perlin", "both")
+PERLIN = "perlin"
+
+
+@dataclass
+class SourceFeatures:
+    """Per normal image, what samples reuse; `edge` is the stored u8-quantised map as float [0, 1]."""
+
+    image: np.ndarray            # (H, W, 3) uint8
+    jnd: np.ndarray | None       # (H, W) float32, grey levels (None where only synthesis reads the source)
+    edge: np.ndarray             # (H, W) float32 in [0, 1]
+    foreground: np.ndarray       # (H, W) bool
+    regions: np.ndarray          # (H, W) uint16 labels, 0 = not a candidate
+    render: np.ndarray | None = None   # (H, W, 3) uint8 = G(E_j); None until rendered / without a generator
+    collapsed: bool | None = None      # G(E_j) far below the generator's usual SSIM (checked once per source)
+
+
+class Sources(Protocol):
+    """Random access to the prepared sources of one category (a list, or build's sources.h5 reader)."""
+
+    def __len__(self) -> int: ...
+    def __getitem__(self, index: int) -> SourceFeatures: ...
+
+
+def quantise_edge(edge: np.ndarray) -> np.ndarray:
+    """Edges as stored in sources.h5 (u8 = round(edge * 255)); everything downstream uses this exact map."""
+    return np.clip(np.rint(np.asarray(edge, np.float32) * 255.0), 0, 255).astype(np.uint8)
+
+
+def prepare_source(path: Path, size: int, extractor, renderer=None) -> SourceFeatures:
+    """Load and resize one normal image and compute its JND map, edges, foreground and candidate regions.
+
+    The render G(E_j) is made here only when `renderer` is given (build batches it over all sources instead).
+    """
+    from synth.regions import foreground_mask, semantic_regions
+
+    image = resize_rgb(load_rgb(path), size)
+    jnd = jnd_map(image).astype(np.float32)
+    edge = quantise_edge(extractor(image)).astype(np.float32) / 255.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")          # a whole-image foreground is legitimate (textures)
+        foreground = np.asarray(foreground_mask(image, jnd), bool)
+    regions = np.asarray(semantic_regions(image, edge, foreground, jnd), np.uint16)
+    render = None if renderer is None else renderer.render(edge[None], image[None])[0]
+    return SourceFeatures(image, jnd, edge, foreground, regions, render)
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """What a sample may be: synthesizer, kind weights, strategies per kind, anomaly-source textures."""
+
+    synthesizer: str = "logical"
+    mix: tuple[tuple[str, float], ...] = (("logical", 0.5), ("structural", 0.5))
+    strategies: tuple[str, ...] = ()                     # edit strategies (logical synthesizer)
+    strategy_kinds: tuple[tuple[str, str], ...] = ()     # strategy -> kind
+    anomaly_source: tuple[str, ...] = ()                 # Perlin texture files (DTD-like); () = self
+    max_tries: int = 20
+
+    @property
+    def names(self) -> list[str]:
+        """Strategy names as stored in the shards' `strategies` attribute (edit strategies, then "perlin")."""
+        return [*self.strategies, PERLIN]
+
+
+@dataclass
+class Plan:
+    """One attempt at sample `index`: what to make and, for the logical synthesizer, the edited edge map."""
+
+    index: int
+    sub: int
+    seed: int                      # derive_seed(seed, category, index, sub): stored with the sample
+    synthesizer: str               # "logical" or "perlin"
+    kind: str
+    strategy: str
+    source: int
+    rng: np.random.Generator       # the attempt's stream, continued by finish_sample
+    edit: object | None = None     # synth.edits.Edit for the logical synthesizer
+    reason: str | None = None      # set when planning already failed (no valid region)
+
+
+@dataclass
+class Composed:
+    """A finished sample, or a rejection with its reason."""
+
+    anomaly: np.ndarray | None
+    mask: np.ndarray | None
+    reason: str | None = None
+    params: dict = field(default_factory=dict)
+
+
+def _choose(rng: np.random.Generator, weights: Sequence[tuple[str, float]]) -> str:
+    names, w = zip(*weights, strict=True)
+    p = np.asarray(w, np.float64)
+    return names[int(rng.choice(len(names), p=p / p.sum()))]
+
+
+def _what(seed: int, category: str, index: int, config: SynthConfig) -> tuple[str, str, str]:
+    """Synthesizer, kind and strategy of sample `index`, fixed over its attempts (from sub-seed 0)."""
+    rng = sample_rng(seed, category, index, 0)
+    synthesizer = config.synthesizer
+    if synthesizer == "both":
+        synthesizer = PERLIN if rng.random() < 0.5 else "logical"
+    if synthesizer == PERLIN:
+        return PERLIN, "structural", PERLIN
+    kinds = dict(config.strategy_kinds)
+    mix = [(k, w) for k, w in config.mix if w > 0 and any(kinds[s] == k for s in config.strategies)]
+    kind = _choose(rng, mix)
+    options = [s for s in config.strategies if kinds[s] == kind]
+    return "logical", kind, options[int(rng.integers(len(options)))]
+
+
+def plan_sample(sources: Sources, index: int, seed: int, category: str, config: SynthConfig,
+                sub: int = 0) -> Plan:
+    """Attempt `sub` at sample `index`: choose the source and, for the logical synthesizer, plan the edit
+    on its edge map with another source's edge map as E_i."""
+    synthesizer, kind, strategy = _what(seed, category, index, config)
+    if sub >= config.max_tries:                 # out of attempts: the Perlin baseline always succeeds
+        synthesizer, kind, strategy = PERLIN, "structural", PERLIN
+    rng = sample_rng(seed, category, index, sub + 1)
+    n = len(sources)
+    source = int(rng.integers(n))
+    plan = Plan(index, sub, derive_seed(seed, category, index, sub), synthesizer, kind, strategy, source, rng)
+    if synthesizer == PERLIN:
+        return plan
+    from synth.edits import plan_edit
+
+    other = (source + 1 + int(rng.integers(n - 1))) % n
+    src = sources[source]
+    plan.edit = plan_edit(strategy, src.edge, src.foreground, src.regions, sources[other].edge, rng,
+                          other_regions=sources[other].regions)
+    if plan.edit is None:
+        plan.reason = "no_region"
+    return plan
+
+
+def needs_render(plan: Plan) -> bool:
+    """Whether the plan needs a generator call (the colour edit shifts the normal pixels instead)."""
+    return plan.synthesizer != PERLIN and plan.reason is None and plan.strategy != "colour"
+
+
+def _texture(config: SynthConfig, rng: np.random.Generator, size: tuple[int, int]) -> np.ndarray | None:
+    if not config.anomaly_source:
+        return None
+    path = config.anomaly_source[int(rng.integers(len(config.anomaly_source)))]
+    return resize_rgb(load_rgb(Path(path)), (size[1], size[0]))
+
+
+def finish_sample(plan: Plan, render_a: np.ndarray | None, source: SourceFeatures,
+                  config: SynthConfig | None = None, quality: dict | None = None) -> Composed:
+    """Compose the planned sample: paste the render R_A into the normal image where it differs from G(E_j)
+    (logical), or make the Perlin anomaly. A rejection carries its reason: no_region, empty_mask, or
+    collapsed_render when SSIM(G(E_j), normal) is far below the generator's usual value (its `quality`
+    record; method.md step 6: checked once per source). compose's own R_A gate is not used: it costs a
+    full-image SSIM per sample, more than the rest of the CPU work."""
+    if plan.reason is not None:
+        return Composed(None, None, plan.reason)
+    if plan.synthesizer == PERLIN:
+        texture = _texture(config or SynthConfig(), plan.rng, source.image.shape[:2])
+        anomaly, mask, params = perlin_anomaly(source.image, plan.rng, source.foreground, texture)
+        return Composed(anomaly, mask, "empty_mask" if params["empty"] else None, params)
+    from synth.compose import collapsed, compose
+    from synth.edits import apply_colour
+
+    edit = plan.edit
+    if edit.strategy == "colour":            # no generator call: the normal pixels, colour-shifted
+        render_a, reference = apply_colour(source.image, edit.region, edit.params), source.image
+    else:
+        if quality and source.collapsed is None:
+            source.collapsed = bool(collapsed(source.render, source.image, quality))
+        if source.collapsed:
+            return Composed(None, None, "collapsed_render")
+        reference = source.render
+    result = compose(source.image, render_a, reference, edit.region)
+    return Composed(result.anomaly, result.mask, result.reason, dict(edit.params))
+
+
+@dataclass
+class Record:
+    """One accepted sample as a shard row."""
+
+    index: int
+    anomaly: np.ndarray
+    mask: np.ndarray
+    source: int
+    kind: int
+    strategy: int
+    seed: int
+    bbox: tuple[int, int, int, int]
+
+
+def mask_bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1) of the mask's pixels, end exclusive; zeros for an empty mask."""
+    ys, xs = np.nonzero(mask)
+    if len(xs) == 0:
+        return (0, 0, 0, 0)
+    return (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
+
+
+def synthesize(sources: Sources, indices: Sequence[int], seed: int, category: str, config: SynthConfig,
+               render: Callable[[np.ndarray, np.ndarray], np.ndarray] | None,
+               rejections: Counter, quality: dict | None = None,
+               seconds: Counter | None = None) -> Iterator[Record]:
+    """Make the samples `indices` in order. Each round plans every pending sample, renders the logical
+    ones in one batch, composes, and sends rejections to the next round with the next sub-seed.
+    `rejections` counts reasons; `seconds` (optional) accumulates time per stage (plan, render, compose)."""
+    seconds = Counter() if seconds is None else seconds
+    names = config.names
+    pending = {i: 0 for i in indices}
+    done: dict[int, Record] = {}
+    while pending:
+        if max(pending.values()) > config.max_tries + 100:
+            raise LogicalError(f"sample {max(pending, key=pending.get)} of {category}: no acceptable anomaly "
+                               f"after {config.max_tries + 100} attempts")
+        t = time.perf_counter()
+        plans = [plan_sample(sources, i, seed, category, config, sub) for i, sub in pending.items()]
+        seconds["plan"] += time.perf_counter() - t
+        to_render = [p for p in plans if needs_render(p)]
+        renders: dict[int, np.ndarray] = {}
+        if to_render:
+            if render is None:
+                raise LogicalError("the logical synthesizer needs a generator (renderer) but none was given")
+            edges = np.stack([p.edit.edge for p in to_render]).astype(np.float32)
+            normals = np.stack([sources[p.source].image for p in to_render])
+            t = time.perf_counter()
+            renders = dict(zip((p.index for p in to_render), render(edges, normals), strict=True))
+            seconds["render"] += time.perf_counter() - t
+        t = time.perf_counter()
+        pending = {}
+        for p in plans:
+            out = finish_sample(p, renders.get(p.index), sources[p.source], config, quality)
+            if out.reason is not None:
+                rejections[out.reason] += 1
+                pending[p.index] = p.sub + 1
+                continue
+            if p.sub >= config.max_tries:
+                rejections["fallback"] += 1
+            done[p.index] = Record(p.index, out.anomaly, out.mask, p.source, KINDS.index(p.kind),
+                                   names.index(p.strategy), p.seed, mask_bbox(out.mask))
+        seconds["compose"] += time.perf_counter() - t
+    for i in indices:
+        yield done.pop(i)
