@@ -27,7 +27,7 @@ def cli() -> None:
 @click.option("--size", type=click.IntRange(min=16), default=None,
               help="Image size in pixels (default: the preset's).")
 @click.option("--epochs", type=click.IntRange(min=1), default=None,
-              help="Training epochs (default: tiny 40, base 300).")
+              help="Training epochs (default: tiny 30, base 300).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
               help="Images per step (default: tiny 4, base 16).")
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
@@ -190,6 +190,77 @@ def build_command(dataset: str, root: str | None, categories: tuple[str, ...], n
                     synthesizer, shards, finalize, backend, scheduler, skip_bad, device,
                     opt_path(anomaly_source))
     click.echo(format_report(reports))
+
+
+# ---- scan (datasets helper)
+@cli.command("scan")
+@click.option("--dataset", required=True,
+              help="Dataset kind: mvtec, mvtec_loco, visa, madsim, folder or toybox.")
+@click.option("--root", type=click.Path(), default=None,
+              help="Dataset root (default data/raw/<dataset>; toybox: data/toybox, written on first use).")
+@click.option("--category", default=None, help="Scan only this category (default: every category).")
+@click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON object instead of a table.")
+def scan_command(dataset: str, root: str | None, category: str | None, as_json: bool) -> None:
+    """Check a dataset on disk: images per split, masks, image sizes and every problem found.
+
+    Every image and mask is decoded. Exit code 0 when no problems are found, 1 when there are any (listed).
+    """
+    import json
+    from pathlib import Path
+
+    from synth.datasets import open_dataset
+    from synth.datasets.scan import format_report, scan_dataset
+
+    report = scan_dataset(open_dataset(dataset, Path(root) if root else None), category)
+    click.echo(json.dumps(report, indent=2) if as_json else format_report(report))
+    if any(c["problems"] for c in report["categories"].values()):
+        raise SystemExit(1)
+
+
+# ---- show (synthesis-core helper)
+@cli.command("show")
+@click.option("--dataset", required=True,
+              help="Dataset kind: mvtec, mvtec_loco, visa, madsim, folder or toybox.")
+@click.option("--root", type=click.Path(), default=None,
+              help="Dataset root (default data/raw/<dataset>; toybox: data/toybox).")
+@click.option("--category", default=None, help="Category to preview (default: the dataset's first).")
+@click.option("--n", "n", type=int, default=16, show_default=True, help="Samples (rows) on the sheet.")
+@click.option("--out", type=click.Path(), default="sheet.png", show_default=True,
+              help="PNG contact sheet to write.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of every random choice.")
+@click.option("--size", type=int, default=256, show_default=True, help="Square image size in pixels.")
+@click.option("--strategies", default=",".join(("remove", "replace", "merge", "stroke", "jitter")),
+              show_default=True, help="Comma-separated edit strategies, used in turn (also: colour, warp).")
+@click.option("--edges", type=click.Choice(["classic", "pidinet"]), default="classic", show_default=True,
+              help="Edge extractor (must match the generator's).")
+@click.option("--pidinet-weights", type=click.Path(), default=None,
+              help="PiDiNet checkpoint (table5_pidinet.pth) for --edges pidinet.")
+@click.option("--generator", type=click.Path(), default=None,
+              help="Fitted generator (default data/<dataset>/<category>/generator.pt; stand-in when absent).")
+def show_command(dataset: str, root: str | None, category: str | None, n: int, out: str, seed: int, size: int,
+                 strategies: str, edges: str, pidinet_weights: str | None, generator: str | None) -> None:
+    """Preview synthetic anomalies: per row normal edge | anomaly edge | target mask | anomaly | normal."""
+    from pathlib import Path
+
+    from synth.console import say
+    from synth.edits import STRATEGIES
+    from synth.preview import run_show
+
+    names = [s.strip() for s in strategies.split(",") if s.strip()]
+    unknown = [s for s in names if s not in STRATEGIES]
+    if not names or unknown:
+        raise click.BadParameter(f"unknown {unknown or names}; choose from {', '.join(STRATEGIES)}",
+                                 param_hint="--strategies")
+    def opt(p: str | None) -> Path | None:
+        return Path(p) if p else None
+
+    path, standin, notes = run_show(dataset, opt(root), category, n, Path(out), seed, size, names, edges,
+                                    opt(pidinet_weights), opt(generator))
+    if standin:
+        say("note: no fitted generator found; the sheet shows the STAND-IN renderer (edges painted on a "
+            "blurred normal image), not the method's generator. Fit one with `logical-synth fit-generator`.")
+    rejected = sum(1 for *_, reason in notes if reason is not None)
+    click.echo(f"{path} ({len(notes)} samples, {rejected} rejected after retries)")
 
 
 def main() -> None:
