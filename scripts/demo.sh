@@ -8,7 +8,7 @@ DATA=data
 OUT=runs/demo
 SIZE=128
 N=${DEMO_N:-2000}
-STEPS=${DEMO_STEPS:-1500}
+STEPS=${DEMO_STEPS:-700}
 mkdir -p "$OUT"
 step() { printf '\n== %s\n' "$*"; }
 
@@ -28,7 +28,7 @@ step "4/6 contact sheet of edits"
 $BIN/logical-synth show --dataset toybox --category tray --n 12 --size $SIZE --out "$OUT/sheet.png"
 
 step "5/6 train the small localization network"
-$BIN/logical-train --shards "$DATA/toybox/tray" --out "$OUT/model" --preset small --size $SIZE --steps "$STEPS" --resume
+$BIN/logical-train --shards "$DATA/toybox/tray" --out "$OUT/model" --preset small --size $SIZE --steps "$STEPS" --workers 1 --resume
 
 step "6/6 evaluate on the toybox test split"
 $BIN/logical-train eval --checkpoint "$OUT/model/model.pt" --dataset toybox --category tray --out "$OUT/eval"

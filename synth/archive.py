@@ -1,5 +1,6 @@
-"""Sharing generated datasets: pack into a plain tar, verify (directory or tar), unpack safely into a
-content-keyed cache, inspect, and export to an MVTec-AD folder layout.
+"""Sharing generated datasets: pack into a plain tar, verify (directory or tar), and unpack safely into a
+content-keyed cache (`open_dataset_path`). Summaries and contact sheets: synth.inspect; folder export:
+synth.export.
 
 Archives are untrusted: only regular files named `<prefix>/<file listed in the manifest>` are accepted,
 nothing is executed or unpickled, and an archive is unpacked into a temporary folder, checked against every
@@ -21,14 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
-import cv2
-import h5py
-import numpy as np
-
-from synth import __version__
 from synth.console import progress
 from synth.errors import ArchiveError, ShardError
-from synth.images import save_image
 from synth.shards import (
     BLOCK,
     GENERATOR,
@@ -36,7 +31,6 @@ from synth.shards import (
     SAFE_NAME,
     SHARD_PATTERN,
     SOURCES,
-    GeneratedDataset,
     atomic_path,
     check_h5,
     layout_problems,
@@ -379,160 +373,3 @@ def open_dataset_path(path: Path, cache_dir: Path | None = None) -> Path:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
     return target
-
-
-# -------------------------------------------------------------------------------------------- inspect
-
-
-@contextlib.contextmanager
-def _h5_opener(path: Path) -> Iterator[tuple[dict, Callable[[str], Any]]]:
-    """The manifest and a function giving something h5py.File opens, for a directory or an archive member."""
-    path = Path(path)
-    if path.is_dir():
-        yield read_manifest(path), lambda name: path / name
-    elif path.is_file():
-        with open_archive(path) as idx:
-            def member(name: str) -> BinaryIO:
-                if name not in idx.members:
-                    raise ArchiveError(f"{path}: {name} is missing from the archive")
-                return idx.tar.extractfile(idx.members[name])
-            yield idx.manifest, member
-    else:
-        raise ArchiveError(f"{path}: no such file or directory")
-
-
-def _h5(src: Any, name: str) -> h5py.File:
-    try:
-        return h5py.File(src, "r")
-    except (OSError, ValueError) as exc:
-        raise ShardError(f"{name}: unreadable HDF5 file ({exc})") from None
-
-
-def inspect_path(path: Path, max_masks: int = 2000) -> dict:
-    """Summary of a generated dataset (directory or archive): counts, mask areas, size, config, rejections."""
-    with _h5_opener(path) as (manifest, opener):
-        files = manifest["files"]
-        with _h5(opener(SOURCES), SOURCES) as f:
-            n_sources, height, width = f["image"].shape[:3]
-        n, shard_size = total_samples(manifest), int(manifest["shard_size"])
-        picks = np.unique(np.linspace(0, n - 1, min(n, max_masks)).round().astype(int)) if n else []
-        areas = []
-        for k in sorted({int(i) // shard_size for i in picks}):
-            name = f"shard-{k:05d}.h5"
-            with _h5(opener(name), name) as f:
-                for i in (int(i) for i in picks if int(i) // shard_size == k):
-                    mask = f["mask"][i - k * shard_size]
-                    areas.append(np.count_nonzero(mask) / mask.size)
-    counts = manifest.get("counts", {})
-    return {"path": str(path), "dataset": manifest.get("dataset"), "category": manifest.get("category"),
-            "licence": manifest.get("licence"), "tool_version": manifest.get("version"),
-            "schema": manifest["schema"],
-            "samples": n, "shards": sum(1 for x in files if SHARD_PATTERN.match(x)), "shard_size": shard_size,
-            "sources": int(n_sources), "image_size": {"height": int(height), "width": int(width)},
-            "by_kind": counts.get("by_kind", {}), "by_strategy": counts.get("by_strategy", {}),
-            "rejections": counts.get("rejections", {}),
-            "mask_area": {"measured": len(areas), "min": float(np.min(areas)) if areas else None,
-                          "median": float(np.median(areas)) if areas else None,
-                          "max": float(np.max(areas)) if areas else None},
-            "seed": manifest.get("seed"), "config": manifest.get("config", {}),
-            "files": len(files), "bytes": sum(e["size"] for e in files.values()),
-            "generator": GENERATOR in files, "reader_version": __version__}
-
-
-def _pairs(d: dict) -> str:
-    return ", ".join(f"{k} {v}" for k, v in sorted(d.items())) or "-"
-
-
-def format_summary(s: dict) -> str:
-    """The human-readable form of `inspect_path`'s summary."""
-    a = s["mask_area"]
-    area = (f"min {a['min']:.4f}, median {a['median']:.4f}, max {a['max']:.4f} "
-            f"(fraction of the image, {a['measured']} samples)") if a["measured"] else "-"
-    config = ", ".join(f"{k}={json.dumps(v)}" for k, v in sorted(s["config"].items())) or "-"
-    return "\n".join([
-        f"{s['dataset']} / {s['category']}   (logical {s['tool_version']}, schema {s['schema']})",
-        f"licence:      {s['licence']}",
-        f"samples:      {s['samples']} in {s['shards']} shard(s) of {s['shard_size']}",
-        f"sources:      {s['sources']} normal images",
-        f"image size:   {s['image_size']['width']} x {s['image_size']['height']} (W x H)",
-        f"by kind:      {_pairs(s['by_kind'])}",
-        f"by strategy:  {_pairs(s['by_strategy'])}",
-        f"rejections:   {_pairs(s['rejections'])}",
-        f"mask area:    {area}",
-        f"seed:         {s['seed']}",
-        f"config:       {config}",
-        f"files:        {s['files']} ({s['bytes'] / 1e6:.1f} MB)"
-        + (", generator included" if s["generator"] else ""),
-    ])
-
-
-def _label(tile: np.ndarray, text: str) -> np.ndarray:
-    strip = np.full((18, tile.shape[1], 3), 255, np.uint8)
-    cv2.putText(strip, text, (3, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
-    return np.concatenate([strip, tile], axis=0)
-
-
-def _grid(rows: list[tuple[np.ndarray, np.ndarray, np.ndarray, str]], tile: int = 160) -> np.ndarray:
-    """Contact sheet: one row per sample, normal | anomaly | mask overlay, labelled (private stand-in)."""
-    out = []
-    for normal, anomaly, mask, text in rows:
-        scale = min(1.0, tile / max(normal.shape[:2]))
-        size = (max(1, round(normal.shape[1] * scale)), max(1, round(normal.shape[0] * scale)))
-        fit = [cv2.resize(a, size, interpolation=cv2.INTER_AREA) for a in (normal, anomaly)]
-        m = cv2.resize(mask, size, interpolation=cv2.INTER_NEAREST) > 0
-        overlay = fit[1].copy()
-        overlay[m] = (0.5 * overlay[m] + 0.5 * np.array([255, 0, 0])).astype(np.uint8)
-        gap = np.full((size[1], 4, 3), 255, np.uint8)
-        out.append(_label(np.concatenate([fit[0], gap, fit[1], gap, overlay], axis=1), text))
-    width = max(r.shape[1] for r in out)
-    out = [np.pad(r, ((0, 4), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in out]
-    return np.concatenate(out, axis=0)
-
-
-def write_sheet(path: Path, out: Path, n: int = 16, cache_dir: Path | None = None) -> Path:
-    """PNG contact sheet of n samples spread evenly over the dataset (directory or archive)."""
-    ds = GeneratedDataset(open_dataset_path(path, cache_dir), verify=False)
-    if len(ds) == 0:
-        raise ShardError(f"{path}: the dataset holds no samples")
-    rows = []
-    for i in np.unique(np.linspace(0, len(ds) - 1, max(1, min(n, len(ds)))).round().astype(int)):
-        s = ds[int(i)]
-        label = f"#{s.meta['index']} {s.meta['kind']}/{s.meta['strategy']}"
-        rows.append((s.normal, s.anomaly, s.mask, label))
-    ds.close()
-    save_image(out, _grid(rows))
-    return Path(out)
-
-
-# --------------------------------------------------------------------------------------------- export
-
-
-def export_mvtec(path: Path, out: Path, cache_dir: Path | None = None) -> Path:
-    """MVTec-AD layout under out/<category>: train/good (sources), test/<strategy>/<id>.png,
-    ground_truth/<strategy>/<id>_mask.png (0/255); written to a tmp folder, then renamed."""
-    path, out = Path(path), Path(out)
-    ds = GeneratedDataset(open_dataset_path(path, cache_dir), verify=path.is_dir())
-    category = plain_name(ds.manifest.get("category"))
-    final = out / category
-    if final.exists():
-        raise ArchiveError(f"{final}: already exists; remove it or choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{category}-", suffix=".tmp", dir=out))
-    try:
-        width = max(3, len(str(ds.source_count() - 1)))
-        for s in progress(range(ds.source_count()), "export train/good"):
-            save_image(tmp / "train" / "good" / f"{s:0{width}d}.png", ds.source(s)["image"])
-        width = max(3, len(str(len(ds) - 1)))
-        for i in progress(range(len(ds)), "export test", total=len(ds)):
-            sample = ds[i]
-            strategy = plain_name(sample.meta["strategy"])
-            save_image(tmp / "test" / strategy / f"{i:0{width}d}.png", sample.anomaly)
-            save_image(tmp / "ground_truth" / strategy / f"{i:0{width}d}_mask.png", sample.mask)
-        os.rename(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    finally:
-        ds.close()
-    return final
-

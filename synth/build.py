@@ -1,59 +1,50 @@
 """`logical-synth build`: prepare each category's sources once, then make shards in parallel, resumably.
 
-Stage *prepare* computes per-source features into `sources.h5` (a process pool over sources; reused while
-its key matches). Stage *generate* makes shards: shard k holds samples [k*S, (k+1)*S) and is an independent
-task (`make_shard(job, k)`) that reads sources.h5 and writes shard k atomically, so any worker, backend (loky,
-dask) or machine (`--shards A-B`) makes the same bytes. Each finished shard gets a sidecar
-`.build/shard-NNNNN.h5.json` (sha256, size, counts, the build key); a rerun keeps shards whose sidecar and
-checksum verify and remakes the rest. When every shard is there (or with `finalize=True`) the manifest is
-written.
+One build, top to bottom: `build` -> `build_category` -> synth.sources.prepare (per-source features into
+`sources.h5`, reused while its key matches) -> `make_shard` per shard, which runs synth.pipeline.synthesize
+for its samples and writes them with synth.shards.ShardWriter -> `finalize` (manifest and report).
+
+Shard k holds samples [k*S, (k+1)*S) and is an independent task (`make_shard(job, k)`) that reads sources.h5
+and writes shard k atomically, so any worker, backend (loky, dask) or machine (`--shards A-B`) makes the same
+bytes. Each finished shard gets a sidecar `.build/shard-NNNNN.h5.json` (sha256, size, counts, the build key);
+a rerun keeps shards whose sidecar and checksum verify and remakes the rest. When every shard is there (or
+with `finalize=True`) the manifest is written.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import json
 import os
 import shutil
 import time
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import h5py
 import numpy as np
 
 from synth import __version__
 from synth.console import progress, say
-from synth.errors import CheckpointError, DatasetError, ImageError, LogicalError, ShardError
-from synth.pipeline import (
-    PERLIN,
-    SYNTHESIZERS,
-    SourceFeatures,
-    SynthConfig,
-    prepare_source,
-    quantise_edge,
-    synthesize,
-)
+from synth.errors import CheckpointError, DatasetError, LogicalError, ShardError
+from synth.pipeline import PERLIN, SYNTHESIZERS, SynthConfig, synthesize
 from synth.shards import (
     GENERATOR,
-    JND_SCALE,
     KINDS,
     MANIFEST,
     SHARD_PATTERN,
     SOURCES,
     ShardWriter,
     atomic_path,
+    check_space,
     sha256_file,
     shard_name,
     write_manifest,
-    write_sources,
 )
+from synth.sources import RENDER_BATCH, close_stores, content_key, open_store, prepare
 
-RENDER_BATCH = 16          # samples planned, rendered and composed together inside a shard task
 BUILD_DIR = ".build"       # sidecars: per-shard checksums and stats, prepare timing
 BACKENDS = ("loky", "dask")
 
@@ -119,10 +110,6 @@ def parse_shards(shards: str | Sequence[int] | None, count: int) -> list[int]:
     return list(range(lo, hi + 1))
 
 
-def _hash(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
 def _write_json(path: Path, data: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")   # unique: concurrent array tasks may race
@@ -141,129 +128,7 @@ def _out_of_disk(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and (exc.errno == errno.ENOSPC or "No space left" in str(exc))
 
 
-# ---------------------------------------------------------------- stage 1: prepare sources
-
-_EXTRACTORS: dict = {}
-
-
-def _extractor(name: str, weights: str | None):
-    """One edge extractor per process (PiDiNet loads its weights once)."""
-    from synth.edges import get_extractor
-
-    key = (name, weights)
-    if key not in _EXTRACTORS:
-        _EXTRACTORS[key] = get_extractor(name, Path(weights) if weights else None)
-    return _EXTRACTORS[key]
-
-
-def _prepare_one(path: str, size: int, edges: str, weights: str | None):
-    """Features of one source, or the ImageError's message (collected and reported by the caller)."""
-    try:
-        f = prepare_source(Path(path), size, _extractor(edges, weights))
-    except ImageError as exc:
-        return str(exc)
-    jnd_u8 = np.clip(np.rint(f.jnd * JND_SCALE), 0, 255).astype(np.uint8)
-    return f.image, jnd_u8, quantise_edge(f.edge), f.foreground.astype(np.uint8), f.regions
-
-
-def prepare(paths: list[Path], root: Path, directory: Path, size: int, edges: str, weights: str | None,
-            renderer, attrs: dict, workers: int, skip_bad: bool) -> tuple[Path, list[str]]:
-    """Make (or reuse) `sources.h5`; returns its path and the skipped unreadable images."""
-    from joblib import Parallel, delayed
-
-    target = directory / SOURCES
-    key = _hash({**attrs, "renderer": getattr(renderer, "identity", "none"),
-                 "files": [(str(p.relative_to(root)) if p.is_relative_to(root) else str(p), p.stat().st_size)
-                           for p in paths]})
-    if target.is_file():
-        with contextlib.suppress(OSError, KeyError), h5py.File(target, "r") as f:
-            if f.attrs["key"] == key:
-                skipped = json.loads(f.attrs["skipped"])
-                say(f"{attrs['category']}: reusing {target} ({f['image'].shape[0]} sources)")
-                return target, skipped
-    t0 = time.perf_counter()
-    jobs = (delayed(_prepare_one)(str(p), size, edges, weights) for p in paths)
-    results = list(progress(Parallel(n_jobs=workers, return_as="generator")(jobs),
-                            desc=f"{attrs['category']}: prepare sources", total=len(paths)))
-    bad = [(p, r) for p, r in zip(paths, results, strict=True) if isinstance(r, str)]
-    if bad and not skip_bad:
-        raise ImageError(f"{bad[0][1]}\n(use --skip-bad to leave unreadable images out; "
-                         f"{len(bad)} unreadable in {attrs['category']})")
-    good = [(p, r) for p, r in zip(paths, results, strict=True) if not isinstance(r, str)]
-    if len(good) < 2:
-        raise DatasetError(f"{root}: category {attrs['category']!r} has {len(good)} usable normal image(s); "
-                           "at least 2 are needed (another image's edges are part of every edit)")
-    image, jnd, edge, fg, regions = (np.stack(a) for a in zip(*(r for _, r in good), strict=True))
-    render = np.zeros_like(image)
-    if renderer is not None:
-        for s in progress(range(0, len(image), RENDER_BATCH), desc=f"{attrs['category']}: render sources",
-                          total=-(-len(image) // RENDER_BATCH)):
-            sl = slice(s, s + RENDER_BATCH)
-            render[sl] = renderer.render(edge[sl].astype(np.float32) / 255.0, image[sl])
-    names = [str(p.relative_to(root)) if p.is_relative_to(root) else str(p) for p, _ in good]
-    skipped = [str(p) for p, _ in bad]
-    _check_space(directory, SOURCES, image.size * 11 // 3)
-    write_sources(target, image, jnd, edge, fg, regions, render, names,
-                  {**attrs, "key": key, "skipped": json.dumps(skipped),
-                   "renderer": getattr(renderer, "identity", "none")})
-    _write_json(directory / BUILD_DIR / "prepare.json", {"seconds": time.perf_counter() - t0,
-                                                         "sources": len(good), "skipped": skipped})
-    return target, skipped
-
-
-class SourceStore:
-    """sources.h5 as `Sources` for the pipeline: rows read on demand, the last `keep` kept (LRU, ~0.85 MB
-    each at 256 px); the JND map is not read (synthesis does not use it)."""
-
-    def __init__(self, path: Path, keep: int = 256):
-        self.path, self.keep = Path(path), keep
-        self._file = h5py.File(self.path, "r")
-        self._n = int(self._file["image"].shape[0])
-        self._cache: OrderedDict[int, SourceFeatures] = OrderedDict()
-
-    def __len__(self) -> int:
-        return self._n
-
-    def __getitem__(self, i: int) -> SourceFeatures:
-        hit = self._cache.get(i)
-        if hit is not None:
-            self._cache.move_to_end(i)
-            return hit
-        f = self._file
-        hit = SourceFeatures(f["image"][i], None, f["edge"][i].astype(np.float32) / 255.0,
-                             f["foreground"][i] > 0, f["regions"][i], f["render"][i])
-        self._cache[i] = hit
-        if len(self._cache) > self.keep:
-            self._cache.popitem(last=False)
-        return hit
-
-
-    def close(self) -> None:
-        self._file.close()
-        self._cache.clear()
-
-
-_STORES: dict[tuple, SourceStore] = {}
-
-
-def _store(path: Path) -> SourceStore:
-    """One open reader per process and sources.h5 version."""
-    st = path.stat()
-    key = (str(path), st.st_mtime_ns, st.st_size)
-    if key not in _STORES:
-        close_stores()
-        _STORES[key] = SourceStore(path)
-    return _STORES[key]
-
-
-def close_stores() -> None:
-    """Close the sources.h5 readers this process holds (in-process runs: before the build returns)."""
-    for store in _STORES.values():
-        store.close()
-    _STORES.clear()
-
-
-# ---------------------------------------------------------------- stage 2: generate shards
+# ---------------------------------------------------------------- generate shards
 
 @dataclass(frozen=True)
 class Job:
@@ -295,7 +160,7 @@ def make_shard(job: Job, k: int) -> dict:
     """Make shard k (samples [k*S, min((k+1)*S, n))) from sources.h5 and write it atomically; its stats."""
     t0 = time.perf_counter()
     directory = Path(job.directory)
-    sources = _store(directory / SOURCES)
+    sources = open_store(directory / SOURCES)
     render, quality = None, None
     if job.generator is not None:
         from synth.generator import load_generator
@@ -306,9 +171,8 @@ def make_shard(job: Job, k: int) -> dict:
     names = job.synth.names
     rejections, by_kind, by_strategy, seconds = Counter(), Counter(), Counter(), Counter()
     path = directory / shard_name(k)
-    _check_space(directory, shard_name(k), count * job.size * job.size * 4, job.concurrent)
-    writer = ShardWriter(path, first, count, job.size, job.size, names)
-    try:
+    check_space(directory, shard_name(k), count * job.size * job.size * 4, job.concurrent)
+    with ShardWriter(path, first, count, job.size, job.size, names) as writer:
         for start in range(first, first + count, RENDER_BATCH):
             indices = range(start, min(start + RENDER_BATCH, first + count))
             for rec in synthesize(sources, indices, job.seed, job.category, job.synth, render, rejections,
@@ -318,29 +182,11 @@ def make_shard(job: Job, k: int) -> dict:
                 seconds["write"] += time.perf_counter() - t
                 by_kind[KINDS[rec.kind]] += 1
                 by_strategy[names[rec.strategy]] += 1
-    except BaseException:
-        # Out of disk, HDF5 cannot close a file it failed to write (and crashes later on): free the space
-        # first so the close succeeds, then drop the partial shard.
-        with contextlib.suppress(OSError):
-            os.truncate(writer.tmp, 0)
-        writer.abort()
-        raise
-    writer.close()
     stats = {"key": job.key, "shard": k, "sha256": sha256_file(path), "size": path.stat().st_size,
              "count": count, "by_kind": dict(by_kind), "by_strategy": dict(by_strategy),
              "rejections": dict(rejections), "seconds": {**seconds, "total": time.perf_counter() - t0}}
     _write_json(_sidecar(directory, k), stats)
     return stats
-
-
-def _check_space(directory: Path, name: str, raw_bytes: int, concurrent: int = 1) -> None:
-    """Stop before HDF5 runs out of disk (it cannot recover from a failed write): the file's uncompressed
-    size (+5%, +1 MB) for every file being written at once must be free."""
-    need = (int(raw_bytes * 1.05) + (1 << 20)) * max(1, concurrent)
-    free = shutil.disk_usage(directory).free
-    if free < need:
-        raise OSError(errno.ENOSPC, f"No space left for {name}: {need / 1e6:.1f} MB wanted, "
-                      f"{free / 1e6:.1f} MB free", str(directory))
 
 
 def shard_done(directory: Path, k: int, key: str, checksum: bool = True) -> dict | None:
@@ -520,9 +366,12 @@ def build_category(reader, category: str, *, n: int, size: int, out: Path, seed:
     attrs = {"size": size, "dataset": reader.name, "category": category, "edges": extractor.identity}
     with _backend(backend, scheduler, workers) as n_jobs:
         t = time.perf_counter()
-        sources, skipped = prepare(paths, Path(reader.root), directory, size, edges, weights, renderer, attrs,
-                                   n_jobs, skip_bad)
+        prepared = prepare(paths, Path(reader.root), directory, size, edges, weights, renderer, attrs,
+                           n_jobs, skip_bad)
         times["prepare"] = time.perf_counter() - t
+        if prepared.seconds is not None:    # made now, not reused: its time goes into the report
+            _write_json(directory / BUILD_DIR / "prepare.json",
+                        {"seconds": prepared.seconds, "sources": prepared.sources, "skipped": prepared.skipped})
         kinds = tuple(strategy_kinds().items()) if strategies else ()
         synth = SynthConfig(synthesizer, mix, strategies, kinds, _textures(anomaly_source))
         config = {"dataset": reader.name, "category": category, "n": n, "size": size, "seed": seed,
@@ -530,7 +379,8 @@ def build_category(reader, category: str, *, n: int, size: int, out: Path, seed:
                   "generator": getattr(renderer, "identity", None), "strategies": list(strategies),
                   "mix": dict(mix), "anomaly_source": str(anomaly_source) if anomaly_source else None,
                   "textures": len(synth.anomaly_source), "max_tries": synth.max_tries, "tool": __version__}
-        key = _hash({**config, "sources": sha256_file(sources), "texture_files": synth.anomaly_source})
+        key = content_key({**config, "sources": sha256_file(prepared.path),
+                           "texture_files": synth.anomaly_source})
         concurrent = workers if backend == "loky" else 1
         job = Job(str(directory), category, seed, n, shard_size, size, synth,
                   str(gen_path) if gen_path else None, extractor.identity, device, key, concurrent)
@@ -549,7 +399,7 @@ def build_category(reader, category: str, *, n: int, size: int, out: Path, seed:
         times["generate"] = time.perf_counter() - t
     made = sum(s["count"] for s in fresh.values())
     report = {"dataset": reader.name, "category": category, "out": str(directory), "key": key,
-              "shards": {"total": count, "made": len(fresh), "kept": len(kept)}, "skipped": skipped,
+              "shards": {"total": count, "made": len(fresh), "kept": len(kept)}, "skipped": prepared.skipped,
               "workers": workers, "backend": backend,
               "seconds": {k: round(v, 3) for k, v in times.items()},
               "samples_made": made, "samples_per_second": round(made / max(times["generate"], 1e-9), 2)}

@@ -20,7 +20,7 @@ def cli() -> None:
 @click.option("--dataset", required=True,
               help="Dataset kind: mvtec, mvtec_loco, visa, madsim, folder or toybox.")
 @click.option("--root", type=click.Path(), default=None,
-              help="Dataset root (default data/raw/<dataset>; toybox: data/toybox).")
+              help="Dataset root (default data/raw/<dataset>; toybox: data/raw/toybox).")
 @click.option("--category", required=True, help="Category whose normal images the generator learns.")
 @click.option("--preset", type=click.Choice(["tiny", "base"]), default="tiny", show_default=True,
               help="Network size: tiny (CPU demo, 128 px) or base (paper setting, 256 px).")
@@ -58,7 +58,7 @@ def fit_generator_command(dataset: str, root: str | None, category: str, preset:
     click.echo(str(written))
 
 
-# --- pack, verify, inspect, export: sharing generated datasets (synth.archive) ---
+# --- pack, verify, inspect, export: sharing generated datasets (synth.archive, synth.inspect, synth.export) ---
 
 
 @cli.command("pack")
@@ -103,8 +103,8 @@ def inspect_command(path: str, as_json: bool, sheet: str | None, n: int) -> None
     import json
     from pathlib import Path
 
-    from synth.archive import format_summary, inspect_path, write_sheet
     from synth.console import say
+    from synth.inspect import format_summary, inspect_path, write_sheet
 
     summary = inspect_path(Path(path))
     click.echo(json.dumps(summary, indent=2) if as_json else format_summary(summary))
@@ -122,7 +122,7 @@ def export_command(path: str, fmt: str, out: str) -> None:
     """Export a generated dataset (directory or .tar) as PNG folders for anomalib's MVTec/Folder loaders."""
     from pathlib import Path
 
-    from synth.archive import export_mvtec
+    from synth.export import export_mvtec
 
     click.echo(str(export_mvtec(Path(path), Path(out))))
 
@@ -132,7 +132,7 @@ def export_command(path: str, fmt: str, out: str) -> None:
 @click.option("--dataset", required=True,
               help="Dataset kind: mvtec, mvtec_loco, visa, madsim, folder or toybox.")
 @click.option("--root", type=click.Path(), default=None,
-              help="Dataset root (default data/raw/<dataset>; toybox: data/toybox).")
+              help="Dataset root (default data/raw/<dataset>; toybox: data/raw/toybox).")
 @click.option("--category", "categories", multiple=True,
               help="Category to build (repeat for several; default: every category).")
 @click.option("--n", "n", type=click.IntRange(min=1), required=True, help="Samples per category.")
@@ -197,7 +197,7 @@ def build_command(dataset: str, root: str | None, categories: tuple[str, ...], n
 @click.option("--dataset", required=True,
               help="Dataset kind: mvtec, mvtec_loco, visa, madsim, folder or toybox.")
 @click.option("--root", type=click.Path(), default=None,
-              help="Dataset root (default data/raw/<dataset>; toybox: data/toybox, written on first use).")
+              help="Dataset root (default data/raw/<dataset>; toybox: data/raw/toybox, written on first use).")
 @click.option("--category", default=None, help="Scan only this category (default: every category).")
 @click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON object instead of a table.")
 def scan_command(dataset: str, root: str | None, category: str | None, as_json: bool) -> None:
@@ -222,12 +222,14 @@ def scan_command(dataset: str, root: str | None, category: str | None, as_json: 
 @click.option("--dataset", required=True,
               help="Dataset kind: mvtec, mvtec_loco, visa, madsim, folder or toybox.")
 @click.option("--root", type=click.Path(), default=None,
-              help="Dataset root (default data/raw/<dataset>; toybox: data/toybox).")
+              help="Dataset root (default data/raw/<dataset>; toybox: data/raw/toybox).")
 @click.option("--category", default=None, help="Category to preview (default: the dataset's first).")
-@click.option("--n", "n", type=int, default=16, show_default=True, help="Samples (rows) on the sheet.")
+@click.option("--n", "n", type=click.IntRange(min=1), default=16, show_default=True,
+              help="Samples (rows) on the sheet.")
 @click.option("--out", type=click.Path(), default="sheet.png", show_default=True,
               help="PNG contact sheet to write.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of every random choice.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of every random choice; as in build, sample i depends only on (seed, category, i).")
 @click.option("--size", type=int, default=256, show_default=True, help="Square image size in pixels.")
 @click.option("--strategies", default=",".join(("remove", "replace", "merge", "stroke", "jitter")),
               show_default=True, help="Comma-separated edit strategies, used in turn (also: colour, warp).")
@@ -259,8 +261,9 @@ def show_command(dataset: str, root: str | None, category: str | None, n: int, o
     if standin:
         say("note: no fitted generator found; the sheet shows the STAND-IN renderer (edges painted on a "
             "blurred normal image), not the method's generator. Fit one with `logical-synth fit-generator`.")
-    rejected = sum(1 for *_, reason in notes if reason is not None)
-    click.echo(f"{path} ({len(notes)} samples, {rejected} rejected after retries)")
+    retried = sum(1 for *_, tries in notes if tries > 1)
+    fallback = sum(1 for _, strategy, *_ in notes if strategy == "perlin")
+    click.echo(f"{path} ({len(notes)} samples, {retried} needed retries, {fallback} fell back to perlin)")
 
 
 def main() -> None:

@@ -224,17 +224,17 @@ def mask_bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
     return (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
 
 
-def synthesize(sources: Sources, indices: Sequence[int], seed: int, category: str, config: SynthConfig,
-               render: Callable[[np.ndarray, np.ndarray], np.ndarray] | None,
-               rejections: Counter, quality: dict | None = None,
-               seconds: Counter | None = None) -> Iterator[Record]:
-    """Make the samples `indices` in order. Each round plans every pending sample, renders the logical
-    ones in one batch, composes, and sends rejections to the next round with the next sub-seed.
-    `rejections` counts reasons; `seconds` (optional) accumulates time per stage (plan, render, compose)."""
+def make_samples(sources: Sources, indices: Sequence[int], seed: int, category: str, config: SynthConfig,
+                 render: Callable[[np.ndarray, np.ndarray], np.ndarray] | None,
+                 rejections: Counter, quality: dict | None = None,
+                 seconds: Counter | None = None) -> Iterator[tuple[Plan, Composed]]:
+    """The accepted attempt (plan and composed sample) at each of `indices`, in order. Each round plans every
+    pending sample, renders the logical ones in one batch, composes, and sends rejections to the next round
+    with the next sub-seed. `rejections` counts reasons; `seconds` (optional) accumulates time per stage
+    (plan, render, compose)."""
     seconds = Counter() if seconds is None else seconds
-    names = config.names
     pending = {i: 0 for i in indices}
-    done: dict[int, Record] = {}
+    done: dict[int, tuple[Plan, Composed]] = {}
     while pending:
         if max(pending.values()) > config.max_tries + 100:
             raise LogicalError(f"sample {max(pending, key=pending.get)} of {category}: no acceptable anomaly "
@@ -262,8 +262,18 @@ def synthesize(sources: Sources, indices: Sequence[int], seed: int, category: st
                 continue
             if p.sub >= config.max_tries:
                 rejections["fallback"] += 1
-            done[p.index] = Record(p.index, out.anomaly, out.mask, p.source, KINDS.index(p.kind),
-                                   names.index(p.strategy), p.seed, mask_bbox(out.mask))
+            done[p.index] = (p, out)
         seconds["compose"] += time.perf_counter() - t
     for i in indices:
         yield done.pop(i)
+
+
+def synthesize(sources: Sources, indices: Sequence[int], seed: int, category: str, config: SynthConfig,
+               render: Callable[[np.ndarray, np.ndarray], np.ndarray] | None,
+               rejections: Counter, quality: dict | None = None,
+               seconds: Counter | None = None) -> Iterator[Record]:
+    """Make the samples `indices` in order (`make_samples`), as shard rows."""
+    names = config.names
+    for p, out in make_samples(sources, indices, seed, category, config, render, rejections, quality, seconds):
+        yield Record(p.index, out.anomaly, out.mask, p.source, KINDS.index(p.kind), names.index(p.strategy),
+                     p.seed, mask_bbox(out.mask))

@@ -1,117 +1,91 @@
-"""`logical-synth show`: a few samples made end to end and laid out as a contact sheet (a quick visual check).
+"""`logical-synth show`: a few samples laid out as a contact sheet (a quick visual check).
 
-A minimal per-sample path (source features -> plan_edit -> render -> compose) kept apart from build's
-canonical one (synth.pipeline) so the preview works with the stand-in renderer and no cache.
+Samples are made by build's own path (synth.pipeline: `prepare_source`, then `make_samples` with the same
+seeds and retry policy) over the category's normal images indexed as build indexes them, each prepared on
+first use. Row i asks for strategy i (modulo the list) through the SynthConfig a build given only that
+strategy uses, so row i is the sample such a build makes at index i, and the one any build with the same seed
+makes at index i whenever it draws that strategy there (same --size, --edges and renderer, no image skipped;
+a generator renders in other batches here, equal up to its batch-size numerics). Only the sheet layout and
+the renderer choice live here.
 """
 
-import warnings
-from dataclasses import dataclass
+from __future__ import annotations
+
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
-from synth.compose import Composed, collapsed, compose
-from synth.edits import STRATEGIES, Edit, apply_colour, plan_edit
-from synth.images import load_rgb, resize_rgb
-from synth.jnd import jnd_map
-from synth.regions import foreground_mask, semantic_regions
-from synth.rng import sample_rng
+from synth.pipeline import (
+    PERLIN,
+    Composed,
+    Plan,
+    SourceFeatures,
+    Sources,
+    SynthConfig,
+    make_samples,
+    prepare_source,
+)
 from synth.sheet import contact_sheet
 from synth.standin import StandInRenderer
 
 COLUMNS = ["normal edge", "anomaly edge", "target mask", "anomaly", "normal"]
 STANDIN_BANNER = "STAND-IN RENDERER - no fitted generator"
-TRIES = 6
 
 
-@dataclass
-class Source:
-    """One normal image and what every sample made from it reuses."""
+class LazySources:
+    """The normal images `paths` as pipeline `Sources` (build's indexing), each prepared on first use."""
 
-    image: np.ndarray
-    jnd: np.ndarray
-    edge: np.ndarray
-    foreground: np.ndarray
-    regions: np.ndarray
-    render: np.ndarray
+    def __init__(self, paths: list[Path], size: int, extractor, renderer) -> None:
+        self.paths, self.size, self.extractor, self.renderer = list(paths), size, extractor, renderer
+        self._ready: dict[int, SourceFeatures] = {}
 
+    def __len__(self) -> int:
+        return len(self.paths)
 
-def source_features(image: np.ndarray, extractor, renderer) -> Source:
-    """JND, edges (u8-quantised, as build stores them), foreground, regions and G(E_j) of one image."""
-    jnd = jnd_map(image)
-    edge = np.clip(np.rint(extractor(image) * 255.0), 0, 255).astype(np.float32) / 255.0
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        foreground = foreground_mask(image, jnd)
-    regions = semantic_regions(image, edge, foreground, jnd)
-    render = renderer.render(edge[None], image[None])[0]
-    return Source(image, jnd, edge, foreground, regions, render)
+    def __getitem__(self, index: int) -> SourceFeatures:
+        if index not in self._ready:
+            self._ready[index] = prepare_source(self.paths[index], self.size, self.extractor, self.renderer)
+        return self._ready[index]
 
 
-def render_edit(edit: Edit, source: Source, renderer) -> tuple[np.ndarray, np.ndarray]:
-    """(R_A, reference) for compose: the generator's render of the edited edges against G(E_j); for a colour
-    edit, the colour-shifted normal image against the normal image itself (no generator call)."""
-    if edit.strategy == "colour":
-        return apply_colour(source.image, edit.region, edit.params), source.image
-    return renderer.render(edit.edge[None], source.image[None])[0], source.render
+def strategy_config(strategy: str) -> SynthConfig:
+    """The SynthConfig of a build given `--strategies <strategy>` (default mix, no textures)."""
+    from synth.edits import KIND_OF, STRATEGIES
+
+    return SynthConfig(strategies=(strategy,), strategy_kinds=tuple((s, KIND_OF[s]) for s in STRATEGIES))
 
 
-def make_sample(sources: list[Source], index: int, strategy: str, renderer, seed: int, category: str,
-                quality: dict | None = None) -> tuple[int, Edit | None, Composed]:
-    """Sample `index`: source, edit, render, compose; a rejection is redrawn with the next sub-seed."""
-    out = None
-    for sub in range(TRIES):
-        rng = sample_rng(seed, category, index, sub)
-        k = int(rng.integers(len(sources)))
-        other = sources[(k + 1 + int(rng.integers(len(sources) - 1))) % len(sources)] if len(sources) > 1 \
-            else sources[k]
-        src = sources[k]
-        edit = plan_edit(strategy, src.edge, src.foreground, src.regions, other.edge, rng,
-                         other_regions=other.regions)
-        if edit is None:
-            out = (k, None, Composed(src.image.copy(), np.zeros(src.edge.shape, bool), "no_region"))
-            continue
-        if quality and collapsed(src.render, src.image, quality):
-            out = (k, edit, Composed(src.image.copy(), np.zeros(src.edge.shape, bool), "collapsed_render"))
-            continue
-        render_a, reference = render_edit(edit, src, renderer)
-        composed = compose(src.image, render_a, reference, edit.region)
-        out = (k, edit, composed)
-        if composed.reason is None:
-            break
-    return out
-
-
-def show_sheet(paths: list[Path], n: int, size: int, strategies: list[str], extractor, renderer, seed: int,
-               category: str, banner: str | None = None,
-               quality: dict | None = None) -> tuple[np.ndarray, list]:
-    """The contact sheet of `n` samples over the normal images `paths` (strategies in turn), and row notes."""
-    for s in strategies:
-        if s not in STRATEGIES:
-            raise ValueError(f"unknown strategy {s!r}")
-    sources = [source_features(resize_rgb(load_rgb(p), size), extractor, renderer) for p in paths]
-    rows, labels, notes = [], [], []
-    for i in range(n):
-        strategy = strategies[i % len(strategies)]
-        k, edit, composed = make_sample(sources, i, strategy, renderer, seed, category, quality)
-        src = sources[k]
-        kind = edit.kind if edit is not None else "-"
-        region = edit.region if edit is not None else np.zeros(src.edge.shape, bool)
-        anomaly_edge = edit.edge if edit is not None else src.edge
-        overlay = _mask_overlay(region, composed.mask)
-        rows.append([src.edge, anomaly_edge, overlay, composed.anomaly, src.image])
-        status = "" if composed.reason is None else f"  REJECTED: {composed.reason}"
-        labels.append(f"#{i} {strategy} ({kind}) src {paths[k].name}{status}")
-        notes.append((i, strategy, kind, composed.reason))
-    return contact_sheet(rows, labels, COLUMNS, banner=banner), notes
+def show_samples(sources: Sources, n: int, strategies: list[str], seed: int, category: str, render,
+                 quality: dict | None = None) -> list[tuple[Plan, Composed]]:
+    """Samples 0..n-1, sample i with strategies[i % len(strategies)]: (accepted plan, composed sample)."""
+    made: dict[int, tuple[Plan, Composed]] = {}
+    for j, strategy in enumerate(strategies):
+        indices = range(j, n, len(strategies))
+        samples = make_samples(sources, indices, seed, category, strategy_config(strategy), render, Counter(),
+                               quality)
+        made.update(zip(indices, samples, strict=True))
+    return [made[i] for i in range(n)]
 
 
 def _mask_overlay(region: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Target region in dark grey, the final (SSIM) mask in white."""
     out = np.zeros(region.shape, np.uint8)
     out[region] = 90
-    out[mask] = 255
+    out[mask > 0] = 255
     return out
+
+
+def sheet_row(sources: LazySources, plan: Plan, composed: Composed) -> tuple[list[np.ndarray], str]:
+    """One sheet row (normal edge | anomaly edge | target mask | anomaly | normal) and its label."""
+    src = sources[plan.source]
+    edit = plan.edit
+    region = edit.region if edit is not None else np.zeros(src.edge.shape, bool)
+    anomaly_edge = edit.edge if edit is not None else src.edge
+    label = f"#{plan.index} {plan.strategy} ({plan.kind}) src {Path(sources.paths[plan.source]).name}"
+    if plan.sub:
+        label += f"  try {plan.sub + 1}" + ("  FALLBACK" if plan.strategy == PERLIN else "")
+    return [src.edge, anomaly_edge, _mask_overlay(region, composed.mask), composed.anomaly, src.image], label
 
 
 def pick_renderer(dataset: str, category: str, generator: Path | None, edges: str, size: int):
@@ -127,9 +101,10 @@ def pick_renderer(dataset: str, category: str, generator: Path | None, edges: st
 
 
 def run_show(dataset: str, root: Path | None, category: str | None, n: int, out: Path, seed: int, size: int,
-             strategies: list[str], edges: str, pidinet_weights: Path | None, generator: Path | None,
-             max_sources: int = 8) -> tuple[Path, bool, list]:
-    """Write the preview sheet of `n` samples; returns (path, used the stand-in renderer, row notes)."""
+             strategies: list[str], edges: str, pidinet_weights: Path | None,
+             generator: Path | None) -> tuple[Path, bool, list]:
+    """Write the preview sheet of `n` samples; returns (path, used the stand-in renderer, row notes
+    (index, strategy, kind, tries))."""
     from synth.datasets import open_dataset
     from synth.edges import get_extractor
     from synth.errors import DatasetError
@@ -140,14 +115,15 @@ def run_show(dataset: str, root: Path | None, category: str | None, n: int, out:
     category = category or cats[0]
     if category not in cats:
         raise DatasetError(f"--category {category!r} is not in {reader.root}; it has {', '.join(cats)}")
-    paths = reader.train_images(category)[:max_sources]
-    if not paths:
-        raise DatasetError(f"{reader.root}: category {category!r} has no normal training images")
+    paths = reader.train_images(category)
+    if len(paths) < 2:
+        raise DatasetError(f"{reader.root}: category {category!r} has {len(paths)} normal training image(s); "
+                           "at least 2 are needed (another image's edges are part of every edit)")
     renderer, standin = pick_renderer(dataset, category, generator, edges, size)
     banner = STANDIN_BANNER if standin else f"generator {renderer.identity}"
     quality = None if standin else getattr(renderer, "quality", None)
-    extractor = get_extractor(edges, pidinet_weights)
-    sheet, notes = show_sheet(paths, n, size, strategies, extractor, renderer, seed, category, banner=banner,
-                              quality=quality)
-    save_image(out, sheet)
-    return out, standin, notes
+    sources = LazySources(paths, size, get_extractor(edges, pidinet_weights), renderer)
+    samples = show_samples(sources, n, strategies, seed, category, renderer.render, quality)
+    rows, labels = zip(*(sheet_row(sources, plan, composed) for plan, composed in samples), strict=True)
+    save_image(out, contact_sheet(list(rows), list(labels), COLUMNS, banner=banner))
+    return out, standin, [(p.index, p.strategy, p.kind, p.sub + 1) for p, _ in samples]

@@ -7,10 +7,12 @@ its final name: writers fill `<name>.tmp`, fsync it and its directory, then rena
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
 import re
+import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,6 +86,58 @@ def atomic_path(path: Path) -> Iterator[Path]:
         raise
 
 
+def check_space(directory: Path, name: str, raw_bytes: int, concurrent: int = 1) -> None:
+    """Fail fast, before writing, when a file will not fit: its uncompressed size (+5%, +1 MB) for every file
+    being written at once must be free (OSError ENOSPC naming the file otherwise)."""
+    need = (int(raw_bytes * 1.05) + (1 << 20)) * max(1, concurrent)
+    free = shutil.disk_usage(directory).free
+    if free < need:
+        raise OSError(errno.ENOSPC, f"No space left for {name}: {need / 1e6:.1f} MB wanted, "
+                      f"{free / 1e6:.1f} MB free", str(directory))
+
+
+def _discard(f: h5py.File | None, tmp: Path) -> None:
+    """Drop a partly written h5 file, also when the disk is full.
+
+    Out of disk, HDF5 cannot write out what it caches, so it cannot close the file and the process crashes
+    later on; truncating the file does not help when the cache holds more than that frees. So the file's
+    descriptor is first pointed at /dev/null: the last flush succeeds (into nothing), the file closes, and
+    unlinking `tmp` frees its space. That works while HDF5 still holds the file cleanly, so the writers make a
+    full disk fail early: datasets are flushed as they are written (one let go unflushed fails silently and
+    leaves the file unclosable) and files are flushed before they close (a failed close cannot be undone).
+    """
+    if f is not None:
+        with contextlib.suppress(Exception):
+            null = os.open(os.devnull, os.O_WRONLY)
+            try:
+                os.dup2(null, f.id.get_vfd_handle())   # ValueError (nothing redirected) when f is closed
+            finally:
+                os.close(null)
+        with contextlib.suppress(Exception):
+            f.flush()
+        with contextlib.suppress(Exception):
+            f.close()
+    tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _h5_tmp(path: Path) -> Iterator[h5py.File]:
+    """An h5py file open for writing at `<path>.tmp`; on success published as `path`, on error discarded.
+
+    Flushed before it is closed, so running out of disk fails in the flush, where the file can still be
+    discarded safely (see `_discard`).
+    """
+    with atomic_path(path) as tmp:
+        f = h5py.File(tmp, "w")
+        try:
+            yield f
+            f.flush()
+        except BaseException:
+            _discard(f, tmp)
+            raise
+        f.close()
+
+
 def _create(f: h5py.File, name: str, data_or_shape, dtype, capacity: int | None = None) -> h5py.Dataset:
     """A dataset chunked one sample per chunk, gzip level 1 (scalars per sample stay contiguous chunks).
 
@@ -97,7 +151,9 @@ def _create(f: h5py.File, name: str, data_or_shape, dtype, capacity: int | None 
     elif rows > 0:
         kwargs["chunks"] = (min(rows, 4096), *shape[1:])
     if isinstance(data_or_shape, np.ndarray):
-        return f.create_dataset(name, data=data_or_shape, **kwargs)
+        ds = f.create_dataset(name, data=data_or_shape, **kwargs)
+        ds.flush()  # written out while the dataset is alive, so a full disk raises here (see _discard)
+        return ds
     return f.create_dataset(name, shape=(rows, *shape[1:]), **kwargs)
 
 
@@ -118,11 +174,11 @@ def write_sources(path: Path, image: np.ndarray, jnd_u8: np.ndarray, edge_u8: np
             raise ShardError(f"{path}: {name} has shape {np.shape(arr)}, expected {shape}")
     if len(paths) != s:
         raise ShardError(f"{path}: {len(paths)} paths for {s} sources")
-    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+    with _h5_tmp(path) as f:
         for name, (arr, dtype, _) in arrays.items():
             _create(f, name, np.ascontiguousarray(np.asarray(arr).astype(dtype, copy=False)), dtype)
         f.create_dataset("path", data=np.array([str(p) for p in paths], dtype=object),
-                         dtype=h5py.string_dtype("utf-8"))
+                         dtype=h5py.string_dtype("utf-8")).flush()  # see _create
         f["jnd"].attrs["jnd_scale"] = JND_SCALE
         for key, value in attrs.items():
             f.attrs[key] = _attr(value)
@@ -190,20 +246,22 @@ class ShardWriter:
             for name, values in self._meta.items():
                 _create(self._file, name, values[: self.count], values.dtype)
             self._file.attrs["count"] = self.count
-            self._file.close()
-            self._file = None
-            _publish(self.tmp, self.path)
+            self._file.flush()    # running out of disk fails here, where abort can still discard the file
         except BaseException:
             self.abort()
             raise
+        f, self._file = self._file, None
+        try:
+            f.close()
+            _publish(self.tmp, self.path)
+        except BaseException:
+            self.tmp.unlink(missing_ok=True)
+            raise
 
     def abort(self) -> None:
-        """Drop the partial shard: close and delete the tmp file."""
-        if self._file is not None:
-            with contextlib.suppress(Exception):
-                self._file.close()
-            self._file = None
-        self.tmp.unlink(missing_ok=True)
+        """Drop the partial shard: close and delete the tmp file (out of disk too, see `_discard`)."""
+        f, self._file = self._file, None
+        _discard(f, self.tmp)
 
     def __enter__(self) -> ShardWriter:
         return self

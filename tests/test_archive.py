@@ -13,10 +13,12 @@ import pytest
 from click.testing import CliRunner
 from test_shards import STRATEGIES, assert_matches, make_random_dataset
 
-from synth.archive import CARD, export_mvtec, inspect_path, open_dataset_path, pack_dataset, verify_path
+from synth.archive import CARD, open_dataset_path, pack_dataset, verify_path
 from synth.cli import cli
 from synth.errors import ArchiveError, ShardError
+from synth.export import export_mvtec
 from synth.images import load_mask, load_rgb
+from synth.inspect import inspect_path
 from synth.shards import GeneratedDataset
 
 PREFIX = "toybox-tray"
@@ -108,6 +110,7 @@ def test_inspect_text_json_and_sheet(made: dict, tmp_path: Path) -> None:
     assert result.exit_code == 0
     sheet = load_rgb(tmp_path / "sheet.png")
     assert sheet.shape[0] >= 4 * 64 and sheet.shape[1] >= 3 * 64 and sheet.std() > 10
+    assert sheet.shape[1] == 3 * 64 + 2 * 2  # normal | anomaly | mask overlay, 64 px tiles
 
 
 def test_open_dataset_path_unpacks_once_and_reads_back(made: dict, private_cache: Path) -> None:

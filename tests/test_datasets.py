@@ -9,8 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from synth.cli import cli
-from synth.datasets import DATASETS, open_dataset
-from synth.datasets.base import image_shape
+from synth.datasets import DATASETS, image_shape, open_dataset
 from synth.errors import DatasetError, ImageError
 from synth.images import load_rgb
 
@@ -248,6 +247,20 @@ def test_loco_bad_inputs(loco_root: Path, tmp_path: Path) -> None:
     config.unlink()
     with pytest.raises(DatasetError, match=r"defects_config\.json: missing"):
         open_dataset("mvtec_loco", loco_root).test_items("juice_bottle")
+
+
+def test_loco_ground_truth_in_colour_or_16_bit(loco_root: Path) -> None:
+    """Pixel values are read as stored: red on black (max over channels) and 16-bit files holding 254."""
+    gt = loco_root / "juice_bottle" / "ground_truth" / "logical_anomalies" / "000"
+    red = np.zeros((H, W, 3), np.uint8)
+    red[0:5, 0:5, 2] = 255  # red in cv2's BGR
+    write(gt / "000.png", red)
+    write(gt / "001.png", box_mask(10, 15, 20, 30, 254).astype(np.uint16))
+    items = {it.split: it for it in open_dataset("mvtec_loco", loco_root).test_items("juice_bottle")}
+    logical = items["logical_anomalies"]
+    assert [(g.defect_name, g.pixel_value) for g in logical.regions] == [("missing_banana", 255),
+                                                                          ("wrong_label", 254)]
+    assert np.array_equal(logical.mask(), expected(0, 5, 0, 5) | expected(10, 15, 20, 30))
 
 
 def test_loco_missing_ground_truth(loco_root: Path) -> None:

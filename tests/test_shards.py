@@ -4,6 +4,8 @@ import json
 import multiprocessing
 import pickle
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import h5py
@@ -251,3 +253,43 @@ def test_verify_reads_h5_schema_and_counts(tmp_path: Path) -> None:
     assert "shard-00000.h5: schema 2, expected 1" in problems
     assert "shard-00001.h5: count attribute 4 != 5 rows" in problems
     assert not shard_complete(d / "shard-00001.h5")
+
+
+OUT_OF_DISK = """
+import sys
+from pathlib import Path
+import numpy as np
+from synth.shards import ShardWriter, write_sources
+d, rng = Path(sys.argv[1]), np.random.default_rng(0)
+image = rng.integers(0, 256, (120, 64, 64, 3), dtype=np.uint8)  # 1.5 MB, does not compress
+zero = np.zeros((120, 64, 64), np.uint8)
+try:
+    write_sources(d / "sources.h5", image, zero, zero, zero, zero, image, ["x.png"] * 120, {})
+except OSError as exc:
+    print("sources", exc.errno)
+try:
+    with ShardWriter(d / "shard-00000.h5", 0, 120, 64, 64, ["a"]) as w:
+        for i in range(120):
+            w.append(image[i], zero[i], 0, 0, 0, i, (0, 0, 1, 1))
+except OSError as exc:
+    print("shard", exc.errno)
+"""
+
+
+def test_out_of_disk_leaves_nothing_and_the_process_survives(tmp_path: Path) -> None:
+    """On a 1 MB tmpfs (needs mount rights; skipped otherwise) both writers raise ENOSPC, remove their tmp
+    file and free its space, and the process exits cleanly (HDF5 used to crash it at exit)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        free = shutil.disk_usage(disk).free
+        run = subprocess.run([sys.executable, "-c", OUT_OF_DISK, str(disk)], capture_output=True, text=True,
+                             timeout=120, cwd=Path(__file__).resolve().parents[1])
+        assert run.returncode == 0, run.stderr[-3000:]
+        assert run.stdout.split() == ["sources", "28", "shard", "28"], run.stdout + run.stderr[-3000:]
+        assert list(disk.iterdir()) == [] and shutil.disk_usage(disk).free == free
+    finally:
+        if subprocess.run(["umount", str(disk)], capture_output=True).returncode:
+            subprocess.run(["umount", "-l", str(disk)], capture_output=True)

@@ -1,11 +1,19 @@
 """`logical-synth show` writes a contact sheet and says when it shows the stand-in renderer."""
 
+from collections import Counter
+
 import numpy as np
 from click.testing import CliRunner
 
 from synth.cli import cli
+from synth.datasets import open_dataset
+from synth.edges import get_extractor
+from synth.edits import KIND_OF, STRATEGIES
 from synth.images import load_rgb
+from synth.pipeline import SynthConfig, prepare_source, synthesize
+from synth.preview import LazySources, show_samples
 from synth.sheet import contact_sheet
+from synth.standin import StandInRenderer
 
 
 def _expected_height(n: int, tile: int) -> int:
@@ -45,3 +53,36 @@ def test_contact_sheet_tiles_any_image_kind():
     rows = [[np.zeros((32, 32), bool), np.ones((32, 32), np.float32), np.full((32, 32, 3), 7, np.uint8)]]
     sheet = contact_sheet(rows, ["row"], ["a", "b", "c"], banner="hello")
     assert sheet.dtype == np.uint8 and sheet.shape[1] == 3 * 32 + 2 * 2 and sheet.ndim == 3
+
+
+def test_show_rows_are_the_samples_build_makes(toybox_root):
+    """Row i of the sheet is sample i of build's pipeline (all sources prepared up front, as in sources.h5,
+    then `synthesize`, as a shard task runs it) with the same seed and SynthConfig."""
+    paths = open_dataset("toybox", toybox_root).train_images("tray")
+    extractor, renderer = get_extractor("classic"), StandInRenderer()
+    prepared = [prepare_source(p, 64, extractor, renderer) for p in paths]
+    kinds = tuple((s, KIND_OF[s]) for s in STRATEGIES)
+    lazy = LazySources(paths, 64, extractor, renderer)
+
+    def build_samples(strategies: tuple[str, ...], n: int) -> list:
+        config = SynthConfig(strategies=strategies, strategy_kinds=kinds)
+        return list(synthesize(prepared, range(n), 7, "tray", config, renderer.render, Counter()))
+
+    def same(record, shown) -> bool:
+        plan, composed = shown
+        return (record.source, record.seed) == (plan.source, plan.seed) and \
+            np.array_equal(record.anomaly, composed.anomaly) and np.array_equal(record.mask, composed.mask)
+
+    built = build_samples(("merge",), 3)
+    shown = show_samples(lazy, 3, ["merge"], 7, "tray", renderer.render)
+    assert [r.strategy for r in built] == [0, 0, 0] and all(c.mask.any() for _, c in shown)
+    assert all(same(r, s) for r, s in zip(built, shown, strict=True))
+    assert len(lazy._ready) < len(paths)  # only the sources these samples use were prepared
+
+    # several strategies: show takes them in turn, build draws one; where they agree the sample is the same
+    names = ("remove", "stroke")
+    built = build_samples(names, 6)
+    shown = show_samples(lazy, 6, list(names), 7, "tray", renderer.render)
+    assert [p.strategy for p, _ in shown] == ["remove", "stroke"] * 3
+    agree = [i for i, r in enumerate(built) if names[r.strategy] == shown[i][0].strategy]
+    assert agree and all(same(built[i], shown[i]) for i in agree)

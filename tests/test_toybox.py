@@ -13,9 +13,8 @@ from click.testing import CliRunner
 
 from synth.cli import cli
 from synth.datasets import open_dataset, toybox
-from synth.datasets.base import read_mask_values
 from synth.errors import DatasetError
-from synth.images import list_images, load_rgb
+from synth.images import list_images, load_mask, load_rgb
 
 NORMAL_SPLITS = (("train", "train/good"), ("validation", "validation/good"), ("good", "test/good"))
 RULE = {letter: Counter(kinds) for letter, kinds in toybox.RULES.items()}
@@ -91,7 +90,7 @@ def test_every_anomaly_has_ground_truth(toybox_root: Path) -> None:
         allowed = toybox.LOGICAL if it.kind == "logical" else toybox.STRUCTURAL
         for region in it.regions:
             assert region.defect_name in allowed
-            values = np.unique(read_mask_values(region.path))
+            values = np.unique(load_mask(region.path))
             assert values.tolist() == [0, region.pixel_value]
             assert region.mask().sum() >= 20
         seen[it.regions[0].defect_name] += 1
@@ -141,13 +140,13 @@ def test_marks_change_pixels_only_inside_their_label(index: int) -> None:
 
 def test_determinism(toybox_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "data" / "toybox" / "tray").mkdir(parents=True)
-    (tmp_path / "data" / "toybox" / "tray" / "generator.pt").write_bytes(b"not ours")  # e.g. fitted later
-    reader = open_dataset("toybox")  # default root data/toybox, materialised on first use
-    assert reader.root == Path("data/toybox") and len(reader.train_images("tray")) == 60
-    again = files(tmp_path / "data" / "toybox")
-    assert again.pop("tray/generator.pt") == b"not ours"
-    assert again == files(toybox_root)  # same seed -> identical bytes
+    generated = tmp_path / "data" / "toybox" / "tray"  # where build and fit-generator write, e.g. fitted earlier
+    generated.mkdir(parents=True)
+    (generated / "generator.pt").write_bytes(b"not ours")
+    reader = open_dataset("toybox")  # default root data/raw/toybox, materialised on first use
+    assert reader.root == Path("data/raw/toybox") and len(reader.train_images("tray")) == 60
+    assert files(tmp_path / "data" / "raw" / "toybox") == files(toybox_root)  # same seed -> identical bytes
+    assert files(tmp_path / "data" / "toybox") == {"tray/generator.pt": b"not ours"}  # raw kept apart
     other = [toybox.render(toybox.scene_for(1, "train", i)) for i in range(3)]
     ours = [load_rgb(toybox_root / "tray" / "train" / "good" / f"{i:03d}.png") for i in range(3)]
     assert all(not np.array_equal(a, b) for a, b in zip(other, ours, strict=True))

@@ -85,7 +85,7 @@ def _device_option(ctx: click.Context, param: click.Parameter, value: str) -> st
 @click.option("--dataset", type=click.Choice(["mvtec", "mvtec_loco", "visa", "madsim", "folder", "toybox"]),
               required=True, help="Layout of the real test data.")
 @click.option("--root", type=click.Path(path_type=Path),
-              help="Dataset root [default: data/raw/<dataset>; toybox: data/toybox].")
+              help="Dataset root [default: data/raw/<dataset>; toybox: data/raw/toybox].")
 @click.option("--category", help="Category to test [default: the only one, when the root holds one].")
 @click.option("--out", type=click.Path(path_type=Path),
               help="Report folder: metrics.json, metrics.md, heatmaps/ "

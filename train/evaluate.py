@@ -21,8 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from synth.console import progress, say
-from synth.datasets import TestItem, open_dataset
-from synth.datasets.base import image_shape
+from synth.datasets import TestItem, image_shape, open_dataset
 from synth.errors import DatasetError
 from synth.images import load_rgb, resize_rgb, save_image
 from train import metrics

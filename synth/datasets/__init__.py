@@ -4,20 +4,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from synth.datasets.base import DefectRegion, Reader, TestItem
+from synth.datasets.base import DefectRegion, Reader, TestItem, image_shape
 from synth.errors import DatasetError
 
 DATASETS = ("mvtec", "mvtec_loco", "visa", "madsim", "folder", "toybox")
-TOYBOX_ROOT = Path("data/toybox")
 RAW_ROOT = Path("data/raw")
+TOYBOX_ROOT = RAW_ROOT / "toybox"   # raw like the others: generated data goes to data/toybox/<category>
 
-__all__ = ["DATASETS", "DefectRegion", "Reader", "TestItem", "open_dataset"]
+__all__ = ["DATASETS", "DefectRegion", "Reader", "TestItem", "image_shape", "open_dataset"]
 
 
 def open_dataset(name: str, root: Path | None = None) -> Reader:
-    """The reader for dataset `name` at `root` (default `data/raw/<name>`; toybox: `data/toybox`).
+    """The reader for dataset `name` at `root` (default `data/raw/<name>`).
 
-    The toybox is written on first use (synth.datasets.toybox.materialise).
+    The toybox (default `data/raw/toybox`) is written on first use (synth.datasets.toybox.materialise).
 
     DatasetError when the name is unknown or the root is missing or not in the layout.
     """

@@ -11,26 +11,7 @@ import numpy as np
 from PIL import Image
 
 from synth.errors import DatasetError, ImageError
-from synth.images import IMAGE_SUFFIXES, list_images
-
-
-def read_mask_values(path: Path) -> np.ndarray:
-    """A ground-truth file as raw 2-D values (uint8 or uint16); colour masks give the max of their channels.
-
-    Not `synth.images.load_mask`: that keeps only the first (blue) channel and scales 16 bits down, which
-    would turn a red-on-black mask or a 16-bit mask holding 1s into zeros.
-    """
-    path = Path(path)
-    try:
-        data = np.fromfile(path, dtype=np.uint8)
-    except OSError as exc:
-        raise ImageError(f"{path}: cannot read mask ({exc.strerror or exc})") from None
-    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
-    if img is None:
-        raise ImageError(f"{path}: not a readable mask image (empty, corrupt or unsupported format)")
-    if img.ndim == 3:
-        img = img[:, :, :3].max(axis=2)
-    return np.ascontiguousarray(img)
+from synth.images import IMAGE_SUFFIXES, list_images, load_mask
 
 
 def _resize_bool(mask: np.ndarray, shape: tuple[int, int] | None) -> np.ndarray:
@@ -62,7 +43,7 @@ class DefectRegion:
 
     def mask(self, shape: tuple[int, int] | None = None) -> np.ndarray:
         """bool (H, W): this defect's pixels (resized nearest to `shape` when given)."""
-        return _resize_bool(read_mask_values(self.path) != 0, shape)
+        return _resize_bool(load_mask(self.path) != 0, shape)
 
 
 @dataclass(frozen=True)
@@ -81,7 +62,7 @@ class TestItem:
     def mask(self, shape: tuple[int, int] | None = None) -> np.ndarray:
         """bool (H, W): union of all defects (zeros for a good image), resized nearest to `shape` if given."""
         if self.mask_path is not None:
-            return _resize_bool(read_mask_values(self.mask_path) != 0, shape)
+            return _resize_bool(load_mask(self.mask_path) != 0, shape)
         if self.regions:
             masks = [r.mask() for r in self.regions]
             union = masks[0].copy()

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from synth.datasets.base import DefectRegion, LayoutReader, Problems, TestItem, read_mask_values, visible_dirs
+from synth.datasets.base import DefectRegion, LayoutReader, Problems, TestItem, visible_dirs
 from synth.errors import DatasetError, ImageError
-from synth.images import list_images
+from synth.images import list_images, load_mask
 
 CONFIG = "defects_config.json"
 _KEYS = {"defect_name": str, "pixel_value": int, "saturation_threshold": (int, float),
@@ -113,7 +113,7 @@ class MvtecLocoReader(LayoutReader):
         regions = []
         for f in files:
             try:
-                values = read_mask_values(f)
+                values = load_mask(f)
             except ImageError as exc:
                 problems.add(str(exc))
                 continue
