@@ -32,7 +32,7 @@ def cli() -> None:
               help="Images per step (default: tiny 4, base 16).")
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="Checkpoint to write (default data/<dataset>/<category>/generator.pt).")
-@click.option("--resume", is_flag=True, help="Continue from the epoch saved in --out.")
+@click.option("--resume", is_flag=True, help="Continue from the training state saved next to --out (<stem>.train.pt).")
 @click.option("--edges", type=click.Choice(["classic", "pidinet"]), default="classic", show_default=True,
               help="Edge extractor the generator is fitted on (build must use the same).")
 @click.option("--pidinet-weights", type=click.Path(), default=None,

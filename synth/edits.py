@@ -11,7 +11,7 @@ scale / rotation (+ TPS) of E_i:
   colour  the edges stay; the pixels inside M get a Lab colour shift (structural; VisA extra). The
           generator cannot show a colour change from an unchanged edge map, so for this strategy the caller
           renders nothing: render_a = apply_colour(normal, edit.region, edit.params) and render_n = normal
-          go to compose (`synth.preview.render_edit` does this).
+          go to compose (`synth.pipeline.finish_sample` does this).
 For replace/merge, A brings a whole *component* of E_i (its edges only: one region of E_i's label map) onto
 the target, so an extra or wrong part appears as a complete part, not as a patch of clutter; without E_i's
 regions an edge-dense patch of E_i is moved instead. Every random choice comes from the `rng` passed in.

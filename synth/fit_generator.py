@@ -5,6 +5,10 @@ the steps then linear decay to 0. Augmentation keeps *edited* edge maps in distr
 (same on edges and image), plus erased edge blobs and stray strokes (edges only). After fitting, SSIM
 between G(E_j) and I on held-out normals is stored as the checkpoint's "quality", the reference for
 collapse rejection.
+
+Two files: `<out>` holds only what inference needs (config, edges, size, G's weights, quality, provenance);
+`<out stem>.train.pt` beside it holds the training state (G, discriminator, optimizers, epoch, step) that
+`resume` reads. Both are rewritten atomically at every periodic checkpoint and at the end.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from synth.checkpoint import load_torch
 from synth.console import progress as progress_bar
 from synth.console import say
 from synth.errors import CheckpointError, DatasetError
@@ -30,14 +35,15 @@ from synth.generator import (
     GlobalGenerator,
     MultiscaleDiscriminator,
     check_compatible,
+    check_payload,
     config_for,
     init_weights,
-    read_checkpoint,
     resolve_device,
     save_checkpoint,
 )
 from synth.images import load_rgb, resize_rgb, save_image
 from synth.rng import derive_seed
+from synth.sheet import contact_sheet
 from synth.ssim import ssim
 from synth.warp import random_tps, remap
 
@@ -49,6 +55,8 @@ FIT_DEFAULTS: dict[str, dict] = {
     "tiny": {"epochs": 30, "batch_size": 4, "lr": 5e-4, "lambda_l1": 10.0},
     "base": {"epochs": 300, "batch_size": 16, "lr": 2e-4, "lambda_l1": 0.0},
 }
+TRAIN_FORMAT = "logical-generator-train"
+TRAIN_KEYS = ("disc", "opt_g", "opt_d", "epoch", "step")
 
 
 @dataclass(frozen=True)
@@ -167,16 +175,37 @@ def quality_of(renderer: GeneratorRenderer, images: list[np.ndarray], edges: lis
 
 def sample_grid(renderer: GeneratorRenderer, images: list[np.ndarray], edges: list[np.ndarray],
                 path: Path, rows: int = 4) -> None:
-    """Save rows of (edges | generated | real) for a visual check."""
+    """Save a contact sheet of rows (edges | generated | real), each labelled with its SSIM, for a visual
+    check."""
     renders = renderer.render(np.stack(edges[:rows]))
-    lines = [np.hstack([np.repeat((np.clip(e, 0, 1) * 255).astype(np.uint8)[:, :, None], 3, axis=2), r, im])
-             for e, r, im in zip(edges[:rows], renders, images[:rows], strict=True)]
-    save_image(path, np.vstack(lines))
+    tiles = [[e, r, im] for e, r, im in zip(edges[:rows], renders, images[:rows], strict=True)]
+    labels = [f"SSIM {ssim(r, im):.3f}" for _, r, im in tiles]
+    save_image(path, contact_sheet(tiles, labels, ["edges", "generated", "real"]))
 
 
 def samples_path(out: Path) -> Path:
     """Where fit_generator writes its sample grid: `<out stem>_samples.png` next to the checkpoint."""
     return Path(out).with_name(Path(out).stem + "_samples.png")
+
+
+def train_state_path(out: Path) -> Path:
+    """Where fit_generator keeps the training state: `<out stem>.train.pt` next to the checkpoint."""
+    return Path(out).with_name(Path(out).stem + ".train.pt")
+
+
+def read_train_state(out: Path) -> dict:
+    """The training state saved next to checkpoint `out` (config as a GeneratorConfig); CheckpointError when
+    it is missing, corrupt or incomplete."""
+    path = train_state_path(out)
+    if not path.is_file():
+        raise CheckpointError(f"no training state next to {out}: cannot resume ({path.name} is missing; "
+                              "drop --resume to start over)")
+    state = check_payload(path, load_torch(path, "generator training state", TRAIN_FORMAT, VERSION))
+    missing = [k for k in TRAIN_KEYS if k not in state]
+    if missing:
+        raise CheckpointError(f"{path}: training state lacks {', '.join(missing)}: cannot resume; "
+                              "drop --resume to start over")
+    return state
 
 
 def _prepare(images: list[np.ndarray], edges: list[np.ndarray], size: int) -> tuple[list, list]:
@@ -202,7 +231,8 @@ def fit_generator(images: list[np.ndarray], edges: list[np.ndarray], config: Gen
     """Fit G on (edge map, normal image) pairs and write a checkpoint to `out`; returns `out`.
 
     Quality is measured on `val_images`/`val_edges` when given, else on `held_out` train images kept out of
-    fitting. `resume=True` continues from the epoch and step saved in `out` (same config and edges required).
+    fitting. `resume=True` continues from the epoch and step saved next to `out` (`train_state_path`; same
+    config and edges required).
     `stop_after` ends a time-boxed run after that epoch (the lr schedule still spans `epochs`), leaving a
     checkpoint without quality to resume from.
     """
@@ -234,17 +264,21 @@ def fit_generator(images: list[np.ndarray], edges: list[np.ndarray], config: Gen
     opt_g = torch.optim.Adam(gen.parameters(), lr=lr, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(disc.parameters(), lr=lr, betas=(0.5, 0.999))
     start_epoch, step = 0, 0
-    if resume and out.exists():
+    if resume and (out.exists() or train_state_path(out).exists()):
         start_epoch, step = _restore(out, config, edges_identity, gen, disc, opt_g, opt_d)
         say(f"resuming {out} at epoch {start_epoch} (step {step})")
     elif resume:
         say(f"no checkpoint at {out} yet: fitting from scratch")
 
-    def payload(epoch: int, quality: dict) -> dict:
-        return {"format": FORMAT, "version": VERSION, "config": config.to_dict(), "edges": edges_identity,
-                "size": config.size, "state_dict": _cpu(gen.state_dict()), "quality": quality,
-                "disc": _cpu(disc.state_dict()), "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
-                "epoch": epoch, "step": step, "epochs": epochs, "seed": seed}
+    def checkpoint(epoch: int, quality: dict) -> None:
+        """`out` for inference, then the training state beside it."""
+        payload = {"format": FORMAT, "version": VERSION, "config": config.to_dict(), "edges": edges_identity,
+                   "size": config.size, "state_dict": _cpu(gen.state_dict()), "quality": quality,
+                   "epochs": epochs, "seed": seed}
+        save_checkpoint(out, payload)
+        save_checkpoint(train_state_path(out), payload | {
+            "format": TRAIN_FORMAT, "disc": _cpu(disc.state_dict()), "opt_g": opt_g.state_dict(),
+            "opt_d": opt_d.state_dict(), "epoch": epoch, "step": step})
 
     def renderer() -> GeneratorRenderer:
         return GeneratorRenderer(gen, config, edges_identity, device=dev)
@@ -269,16 +303,16 @@ def fit_generator(images: list[np.ndarray], edges: list[np.ndarray], config: Gen
                 bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items() if k != "g_l1" or lambda_l1})
         done = epoch + 1
         if checkpoint_every and done % checkpoint_every == 0 and done < epochs:
-            save_checkpoint(out, payload(done, {}))
+            checkpoint(done, {})
         if sample_every and done % sample_every == 0 and done < epochs:
             sample_grid(renderer(), vimgs, veds, samples_path(out))
     if bar is not None:
         bar.close()
     if stop_after is not None and stop_after < epochs:
-        save_checkpoint(out, payload(max(stop_after, start_epoch), {}))
+        checkpoint(max(stop_after, start_epoch), {})
         return out
     quality = quality_of(renderer(), vimgs, veds) | {"on": on, "n": len(vimgs)}
-    save_checkpoint(out, payload(max(epochs, start_epoch), quality))
+    checkpoint(max(epochs, start_epoch), quality)
     sample_grid(renderer(), vimgs, veds, samples_path(out))
     say(f"generator quality, SSIM(G(E), I) on {len(vimgs)} {on} images: mean {quality['ssim_mean']:.3f}, "
         f"std {quality['ssim_std']:.3f}, p05 {quality['ssim_p05']:.3f}")
@@ -292,13 +326,11 @@ def _cpu(state: dict) -> dict:
 def _restore(out: Path, config: GeneratorConfig, edges_identity: str, gen: GlobalGenerator,
              disc: MultiscaleDiscriminator, opt_g: torch.optim.Optimizer,
              opt_d: torch.optim.Optimizer) -> tuple[int, int]:
-    ckpt = read_checkpoint(out)
+    ckpt = read_train_state(out)
     if ckpt["config"] != config:
         raise CheckpointError(f"{out} was fitted with {ckpt['config']}, not {config}: use the same "
                               "--preset and --size to resume, or drop --resume to start over")
     check_compatible(out, ckpt, edges_identity, None)
-    if not all(k in ckpt for k in ("disc", "opt_g", "opt_d", "epoch", "step")):
-        raise CheckpointError(f"{out} holds no training state to resume from; drop --resume to start over")
     try:
         gen.load_state_dict(ckpt["state_dict"])
         disc.load_state_dict(ckpt["disc"])

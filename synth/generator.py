@@ -8,8 +8,6 @@ generator can be trained with feature matching. `load_generator` turns a checkpo
 
 from __future__ import annotations
 
-import hashlib
-import os
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
@@ -18,7 +16,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from synth.checkpoint import load_torch, save_torch
 from synth.errors import CheckpointError, LogicalError
+from synth.shards import sha256_file
 
 FORMAT = "logical-generator"
 VERSION = 1
@@ -185,33 +185,19 @@ def resolve_device(device: str) -> torch.device:
 
 def save_checkpoint(path: Path, payload: dict) -> None:
     """Write atomically (temporary file in the same folder, fsync, rename): no half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        torch.save(payload, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    save_torch(path, payload)
 
 
 def read_checkpoint(path: Path) -> dict:
     """Load and validate a generator checkpoint (weights_only); CheckpointError names the file and problem."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: generator checkpoint not found "
-                              "(make one with `logical-synth fit-generator`)")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means a corrupt or foreign file
-        raise CheckpointError(f"{path}: not a readable generator checkpoint "
-                              f"({type(exc).__name__}: {exc})") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not a logical generator checkpoint (format is not {FORMAT!r})")
-    if ckpt.get("version") != VERSION:
-        raise CheckpointError(f"{path}: generator checkpoint version {ckpt.get('version')} is not supported "
-                              f"(this tool reads version {VERSION}); refit with "
-                              "`logical-synth fit-generator`")
+    ckpt = load_torch(path, "logical generator checkpoint", FORMAT, VERSION,
+                      hint="make one with `logical-synth fit-generator`")
+    return check_payload(path, ckpt)
+
+
+def check_payload(path: Path, ckpt: dict) -> dict:
+    """`ckpt` with its config as a GeneratorConfig, once it has the keys a generator needs and its size
+    agrees with the config; CheckpointError naming `path` otherwise."""
     for key in ("config", "edges", "size", "state_dict"):
         if key not in ckpt:
             raise CheckpointError(f"{path}: generator checkpoint lacks {key!r}")
@@ -241,14 +227,6 @@ def check_compatible(path: Path, ckpt: dict, edges: str | None, size: int | None
         raise CheckpointError(
             f"{path} was fitted at {ckpt['size']} px, but --size {size} was asked: refit with "
             f"`logical-synth fit-generator --size {size} --out {path}` or use --size {ckpt['size']}")
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # ---------------------------------------------------------------- inference
@@ -333,7 +311,7 @@ def load_generator(path: Path, edges: str | None = None, size: int | None = None
             model.load_state_dict(ckpt["state_dict"])
         except (RuntimeError, TypeError, AttributeError) as exc:
             raise CheckpointError(f"{path}: generator weights do not match its config ({exc})") from None
-        renderer = GeneratorRenderer(model, config, str(ckpt["edges"]), f"generator-{_sha256(path)[:12]}",
+        renderer = GeneratorRenderer(model, config, str(ckpt["edges"]), f"generator-{sha256_file(path)[:12]}",
                                      dict(ckpt.get("quality") or {}), dev)
         _CACHE[key] = renderer
     check_compatible(path, {"edges": renderer.edges_identity, "size": renderer.config.size}, edges, size)

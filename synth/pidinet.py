@@ -9,7 +9,6 @@ downloaded.
 """
 
 import copy
-import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from synth.checkpoint import load_torch
 from synth.errors import CheckpointError
+from synth.shards import sha256_file
 
 CARV4 = ("cd", "ad", "rd", "cv") * 4  # op of each of the 16 pixel-difference layers (init block + 15 blocks)
 PARAMETER_COUNT = 710_149  # table5_pidinet: PiDiNet(60, carv4, dil=24, sa=True)
@@ -206,25 +207,10 @@ class PiDiNet(nn.Module):
         return net
 
 
-def sha256_of(path: Path) -> str:
-    """Hex sha256 of a file."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def load_pidinet(path: Path) -> PiDiNet:
     """The raw (pixel-difference) PiDiNet with the official checkpoint at `path` loaded strictly."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: PiDiNet weights file not found")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for a corrupt or foreign file
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(exc).__name__})") from None
-    state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else None
+    checkpoint = load_torch(path, "PiDiNet weights file")
+    state = checkpoint.get("state_dict", checkpoint)
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path}: no PiDiNet state_dict in the checkpoint")
     state = {k.removeprefix("module."): v for k, v in state.items()}
@@ -259,7 +245,7 @@ class PiDiNetEdges:
     def __init__(self, weights: Path, device: str = "auto", batch_size: int = 8, bf16: bool = False) -> None:
         weights = Path(weights)
         self.net = load_pidinet(weights).folded()
-        self.identity = f"pidinet-{sha256_of(weights)[:12]}"
+        self.identity = f"pidinet-{sha256_file(weights)[:12]}"
         self.device = _auto_device(device)
         self.net.to(self.device).eval()
         self.batch_size = batch_size

@@ -10,7 +10,16 @@ import torch
 from click.testing import CliRunner
 
 from synth.errors import CheckpointError
-from synth.fit_generator import Augment, _batch, augment, fit_generator, samples_path, train_step
+from synth.fit_generator import (
+    Augment,
+    _batch,
+    augment,
+    fit_generator,
+    read_train_state,
+    samples_path,
+    train_state_path,
+    train_step,
+)
 from synth.generator import (
     FORMAT,
     VERSION,
@@ -178,33 +187,57 @@ def test_missing_or_corrupt_checkpoint_is_a_checkpoint_error(tmp_path):
     torch.save({"state_dict": gen.state_dict()}, foreign)
     with pytest.raises(CheckpointError, match="not a logical generator checkpoint"):
         read_checkpoint(foreign)
+    listed = tmp_path / "list.pt"
+    torch.save([1, 2], listed)
+    with pytest.raises(CheckpointError, match=r"list.pt: not a logical generator checkpoint \(holds a list"):
+        read_checkpoint(listed)
+    future = tmp_path / "future.pt"
+    save_checkpoint(future, _payload(gen) | {"version": VERSION + 1})
+    with pytest.raises(CheckpointError, match=r"future.pt: .*version 2 is not supported.*fit-generator"):
+        read_checkpoint(future)
     wrong = tmp_path / "wrong.pt"
     save_checkpoint(wrong, _payload(gen, dataclasses.replace(TINY, n_blocks=2)))
     with pytest.raises(CheckpointError, match="do not match"):
         load_generator(wrong, device="cpu")
 
 
+def _shows(sheet: np.ndarray, tile: np.ndarray) -> bool:
+    """Whether `tile` stands somewhere in `sheet`, pixel for pixel."""
+    h, w = tile.shape[:2]
+    corner = (sheet[: sheet.shape[0] - h + 1, : sheet.shape[1] - w + 1] == tile[0, 0]).all(axis=2)
+    return any(np.array_equal(sheet[y:y + h, x:x + w], tile) for y, x in zip(*np.nonzero(corner), strict=True))
+
+
 def test_fit_writes_quality_samples_and_counters(pairs, tmp_path):
     out = _fit(pairs, tmp_path / "gen.pt", epochs=2)
     ckpt = read_checkpoint(out)
+    assert set(ckpt) == {"format", "version", "config", "edges", "size", "state_dict", "quality", "epochs",
+                         "seed"}                    # inference only: no discriminator, no optimizer state
+    state = read_train_state(out)
     per_epoch = 3                                   # 8 images - 2 held out, batch 2
-    assert ckpt["epoch"] == 2 and ckpt["step"] == 2 * per_epoch
+    assert state["epoch"] == 2 and state["step"] == 2 * per_epoch
+    assert {"disc", "opt_g", "opt_d"} <= set(state) and out.stat().st_size < train_state_path(out).stat().st_size
     q = ckpt["quality"]
     assert q["on"] == "held-out" and q["n"] == 2 and len(q["ssim_values"]) == 2
     assert -1 <= q["ssim_p05"] <= q["ssim_mean"] <= 1 and q["ssim_std"] >= 0
-    grid = load_rgb(samples_path(out))
-    assert grid.shape == (2 * 32, 3 * 32, 3)
     renderer = load_generator(out, edges="classic", size=32, device="cpu")
     assert renderer.quality["ssim_mean"] == q["ssim_mean"]
+    grid = load_rgb(samples_path(out))              # a contact sheet: rows of edges | generated | real
+    images, edges = pairs
+    shown = [i for i, im in enumerate(images) if _shows(grid, im)]
+    assert len(shown) == 2                          # the two held-out normals, no training image
+    for i in shown:
+        assert _shows(grid, renderer.render(edges[i][None])[0])
 
 
 def test_resume_equals_uninterrupted_training(pairs, tmp_path):
     straight = read_checkpoint(_fit(pairs, tmp_path / "a.pt", epochs=2))
     half = _fit(pairs, tmp_path / "b.pt", epochs=2, stop_after=1)
     first = read_checkpoint(half)
-    assert first["epoch"] == 1 and first["step"] == 3 and first["quality"] == {}
+    assert read_train_state(half)["epoch"] == 1 and read_train_state(half)["step"] == 3
+    assert first["quality"] == {}
     resumed = read_checkpoint(_fit(pairs, half, epochs=2, resume=True))
-    assert resumed["epoch"] == 2 and resumed["step"] == 6
+    assert read_train_state(half)["epoch"] == 2 and read_train_state(half)["step"] == 6
     for key, value in straight["state_dict"].items():
         assert torch.equal(resumed["state_dict"][key], value), key
     assert any(not torch.equal(first["state_dict"][k], v) for k, v in resumed["state_dict"].items())
@@ -219,6 +252,9 @@ def test_resume_refuses_other_settings(pairs, tmp_path):
                       resume=True, device="cpu", progress=False)
     with pytest.raises(CheckpointError, match="fitted on classic-v1 edges"):
         _fit(pairs, out, epochs=2, resume=True, edges_identity="pidinet-0123456789ab")
+    train_state_path(out).unlink()                  # the inference checkpoint alone cannot be resumed
+    with pytest.raises(CheckpointError, match=r"no training state next to .*c\.pt: cannot resume"):
+        _fit(pairs, out, epochs=2, resume=True)
 
 
 def test_cli_fits_a_category(hazelnut_root, tmp_path):
@@ -233,6 +269,6 @@ def test_cli_fits_a_category(hazelnut_root, tmp_path):
     assert result.exit_code == 0, result.output
     assert str(out) in result.output and "SSIM" in result.output
     ckpt = read_checkpoint(out)
-    assert ckpt["edges"] == "classic-v1" and ckpt["size"] == 32 and ckpt["epoch"] == 1
+    assert ckpt["edges"] == "classic-v1" and ckpt["size"] == 32 and read_train_state(out)["epoch"] == 1
     again = CliRunner().invoke(cli, args + ["--resume", "--size", "64"])
     assert again.exit_code == 1 and "Error:" in again.output and "--resume" in again.output

@@ -6,13 +6,13 @@ concat(input, I_rec, J_rec, E_rec) (8 channels) to 2-class logits. With the `bas
 the official DRAEM shapes (VitjanZ/DRAEM model_unet.py, widths 128 and 64).
 """
 
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from synth.checkpoint import load_torch, save_torch
 from synth.errors import CheckpointError
 
 FORMAT = "logical-localizer"
@@ -171,36 +171,15 @@ def count_parameters(model: nn.Module) -> int:
 
 def save_checkpoint(path: Path, model: nn.Module, config: ModelConfig, extra: dict | None = None) -> None:
     """Write weights + config (+ `extra`, e.g. optimizer/scheduler/step/rng for resume) atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     model = getattr(model, "module", model)  # unwrap DDP
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     payload = {"format": FORMAT, "version": VERSION, "config": config.to_dict(), "state_dict": state}
-    payload.update(extra or {})
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    save_torch(path, payload | (extra or {}))
 
 
 def read_checkpoint(path: Path) -> dict:
     """The raw checkpoint dict (weights_only load), checked for our format; CheckpointError otherwise."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint file not found")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means a corrupt or foreign file
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {exc})") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not a {FORMAT} checkpoint")
-    if payload.get("version") != VERSION:
-        raise CheckpointError(f"{path}: checkpoint version {payload.get('version')!r}, expected {VERSION}")
+    payload = load_torch(path, f"{FORMAT} checkpoint", FORMAT, VERSION)
     if not isinstance(payload.get("state_dict"), dict) or not isinstance(payload.get("config"), dict):
         raise CheckpointError(f"{path}: checkpoint lacks its weights or config")
     return payload
