@@ -19,6 +19,7 @@ import json
 import os
 import shutil
 import time
+import warnings
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -206,7 +207,9 @@ def _backend(backend: str, scheduler: str | None, workers: int) -> Iterator[int]
     import joblib
 
     if backend == "loky":
-        with joblib.parallel_config(backend="loky", n_jobs=workers):
+        with joblib.parallel_config(backend="loky", n_jobs=workers), warnings.catch_warnings():
+            # loky recycles a worker whose memory grew (the generator's weights) and warns; no job is lost
+            warnings.filterwarnings("ignore", message="A worker stopped while some jobs were given")
             yield workers
         return
     try:

@@ -28,7 +28,8 @@ from synth.console import Group, say
               help="base: DRAEM widths 128/64 at 256 px; small: ~200x cheaper, 128 px, for CPUs and demos.")
 @click.option("--size", type=click.IntRange(min=16),
               help="Training resolution in pixels [default: the preset's].")
-@click.option("--workers", type=click.IntRange(min=0), default=4, show_default=True,
+@click.option("--workers", type=click.IntRange(min=0), default=min(4, os.cpu_count() or 1),
+              show_default="min(4, cores)",
               help="DataLoader worker processes per training process.")
 @click.option("--normal-fraction", type=click.FloatRange(0, 1), default=0.5, show_default=True,
               help="Share of items replaced by an unaltered normal image (mask empty).")
