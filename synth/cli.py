@@ -15,12 +15,18 @@ def cli() -> None:
 # Commands are added below, one section per command.
 
 
+def dataset_options(command):
+    """The --dataset/--root pair every command that reads a raw dataset takes."""
+    command = click.option("--root", type=click.Path(), default=None,
+                           help="Dataset root (default data/raw/<dataset>; toybox: data/raw/toybox, "
+                                "written on first use).")(command)
+    return click.option("--dataset", required=True,
+                        help="Dataset kind: mvtec, mvtec_loco, visa, madsim, folder or toybox.")(command)
+
+
 # ---- fit-generator (generator helper)
 @cli.command("fit-generator")
-@click.option("--dataset", required=True,
-              help="Dataset kind: mvtec, mvtec_loco, visa, madsim, folder or toybox.")
-@click.option("--root", type=click.Path(), default=None,
-              help="Dataset root (default data/raw/<dataset>; toybox: data/raw/toybox).")
+@dataset_options
 @click.option("--category", required=True, help="Category whose normal images the generator learns.")
 @click.option("--preset", type=click.Choice(["tiny", "base"]), default="tiny", show_default=True,
               help="Network size: tiny (CPU demo, 128 px) or base (paper setting, 256 px).")
@@ -129,10 +135,7 @@ def export_command(path: str, fmt: str, out: str) -> None:
 
 # ---- build (build helper)
 @cli.command("build")
-@click.option("--dataset", required=True,
-              help="Dataset kind: mvtec, mvtec_loco, visa, madsim, folder or toybox.")
-@click.option("--root", type=click.Path(), default=None,
-              help="Dataset root (default data/raw/<dataset>; toybox: data/raw/toybox).")
+@dataset_options
 @click.option("--category", "categories", multiple=True,
               help="Category to build (repeat for several; default: every category).")
 @click.option("--n", "n", type=click.IntRange(min=1), required=True, help="Samples per category.")
@@ -194,10 +197,7 @@ def build_command(dataset: str, root: str | None, categories: tuple[str, ...], n
 
 # ---- scan (datasets helper)
 @cli.command("scan")
-@click.option("--dataset", required=True,
-              help="Dataset kind: mvtec, mvtec_loco, visa, madsim, folder or toybox.")
-@click.option("--root", type=click.Path(), default=None,
-              help="Dataset root (default data/raw/<dataset>; toybox: data/raw/toybox, written on first use).")
+@dataset_options
 @click.option("--category", default=None, help="Scan only this category (default: every category).")
 @click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON object instead of a table.")
 def scan_command(dataset: str, root: str | None, category: str | None, as_json: bool) -> None:
@@ -219,10 +219,7 @@ def scan_command(dataset: str, root: str | None, category: str | None, as_json: 
 
 # ---- show (synthesis-core helper)
 @cli.command("show")
-@click.option("--dataset", required=True,
-              help="Dataset kind: mvtec, mvtec_loco, visa, madsim, folder or toybox.")
-@click.option("--root", type=click.Path(), default=None,
-              help="Dataset root (default data/raw/<dataset>; toybox: data/raw/toybox).")
+@dataset_options
 @click.option("--category", default=None, help="Category to preview (default: the dataset's first).")
 @click.option("--n", "n", type=click.IntRange(min=1), default=16, show_default=True,
               help="Samples (rows) on the sheet.")
