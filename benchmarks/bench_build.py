@@ -55,6 +55,7 @@ def main() -> None:
     ap.add_argument("--skip-perlin", action="store_true", help="no Perlin speed runs")
     ap.add_argument("--toybox", type=Path, default=None, help="reuse a materialised toybox root")
     ap.add_argument("--skip-rss", action="store_true")
+    ap.add_argument("--device", default="cpu", help="where the generator renders (cuda on a GPU machine)")
     args = ap.parse_args()
 
     import torch
@@ -64,7 +65,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench_build_"))
     root = materialise(args.toybox or work / "toybox", seed=0)
     print(f"# toybox at {root}; size {args.size}; load average {os.getloadavg()}; cpus {os.cpu_count()}")
-    common = {"n": args.n, "size": args.size, "shard_size": args.shard_size, "device": "cpu"}
+    common = {"n": args.n, "size": args.size, "shard_size": args.shard_size, "device": args.device}
 
     perlin = {}
     for w in () if args.skip_perlin else (1, 2):
@@ -95,6 +96,9 @@ def main() -> None:
                   f"(end-to-end wall {logical[w]['wall']:.1f} s)")
         print(f"logical speed-up 1->2 workers (generate stage, render included): "
               f"{logical[1]['seconds']['generate'] / logical[2]['seconds']['generate']:.2f}x")
+        served = run(root, work / "logical-served", workers=2, generator=gen, render="server", **common)
+        print(f"logical workers=2, one render process: generate {served['seconds']['generate']:.2f} s, "
+              f"{served['samples_per_second']:.1f} samples/s (inline: {logical[2]['samples_per_second']:.1f})")
         ms = per_sample_ms(logical[1])
         print(f"logical CPU ms/sample by stage: {ms}")
         cpu = ms.get("plan", 0) + ms.get("compose", 0)

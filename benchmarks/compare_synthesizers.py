@@ -37,7 +37,7 @@ def run_one(args: argparse.Namespace, synthesizer: str, seed: int) -> dict:
     shards = run / "data" / args.dataset / args.category
     cfg = TrainConfig(shards=shards, out=run / "model", steps=args.steps, batch_size=args.batch_size,
                       preset=args.preset, size=args.size, workers=args.loader_workers, seed=seed,
-                      device=args.device, resume=True)
+                      device=args.device, resume=True, lr=args.lr)
     checkpoint = train(cfg)
     t2 = time.perf_counter()
     result = evaluate(checkpoint, args.dataset, args.root, args.category, run / "eval", device=args.device)
@@ -72,6 +72,7 @@ def main() -> None:
     p.add_argument("--preset", default="small")
     p.add_argument("--steps", type=int, default=600, help="training steps per run")
     p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--lr", type=float, default=None, help="Adam learning rate (default: the preset's)")
     p.add_argument("--shard-size", type=int, default=500)
     p.add_argument("--workers", type=int, default=2, help="build workers")
     p.add_argument("--loader-workers", type=int, default=1)

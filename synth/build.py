@@ -14,6 +14,7 @@ with `finalize=True`) the manifest is written.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import json
 import os
@@ -31,6 +32,7 @@ from synth import __version__
 from synth.console import progress, say
 from synth.errors import CheckpointError, DatasetError, LogicalError, ShardError
 from synth.pipeline import PERLIN, SYNTHESIZERS, SynthConfig, synthesize
+from synth.render_server import RemoteRenderer, RenderServer, use_server
 from synth.shards import (
     GENERATOR,
     KINDS,
@@ -147,6 +149,7 @@ class Job:
     device: str
     key: str
     concurrent: int = 1     # shard tasks writing at once (for the free-space check)
+    remote: RemoteRenderer | None = None   # the render process (--render server); None: load it in-process
 
     @property
     def shard_count(self) -> int:
@@ -163,7 +166,9 @@ def make_shard(job: Job, k: int) -> dict:
     directory = Path(job.directory)
     sources = open_store(directory / SOURCES)
     render, quality = None, None
-    if job.generator is not None:
+    if job.remote is not None:
+        render, quality = job.remote.render, job.remote.quality
+    elif job.generator is not None:
         from synth.generator import load_generator
 
         renderer = load_generator(Path(job.generator), edges=job.edges, size=job.size, device=job.device)
@@ -342,7 +347,8 @@ def _textures(anomaly_source: Path | None) -> tuple[str, ...]:
 def build_category(reader, category: str, *, n: int, size: int, out: Path, seed: int, shard_size: int,
                    workers: int, generator: Path | None, edges: str, pidinet_weights: Path | None,
                    strategies, mix, synthesizer: str, shards, finalize_now: bool, backend: str,
-                   scheduler: str | None, skip_bad: bool, device: str, anomaly_source: Path | None) -> dict:
+                   scheduler: str | None, skip_bad: bool, device: str, anomaly_source: Path | None,
+                   render: str = "auto") -> dict:
     """Prepare, generate and (when complete) finalize one category; its report."""
     from synth.edges import get_extractor
 
@@ -395,15 +401,20 @@ def build_category(reader, category: str, *, n: int, size: int, out: Path, seed:
         todo = [k for k in todo_range if k not in kept]
         if kept:
             say(f"{category}: keeping {len(kept)} complete shard(s), making {len(todo)}")
+        server = bool(todo) and gen_path is not None and use_server(render, device, backend)
         try:
-            fresh = {s["shard"]: s for s in _generate(job, todo, n_jobs)} if todo else {}
+            with RenderServer(gen_path, edges, size, device) if server else contextlib.nullcontext() as remote:
+                if remote is not None:
+                    say(f"{category}: rendering in one process on {device} for all {workers} worker(s)")
+                    job = dataclasses.replace(job, remote=remote)
+                fresh = {s["shard"]: s for s in _generate(job, todo, n_jobs)} if todo else {}
         finally:
             close_stores()
         times["generate"] = time.perf_counter() - t
     made = sum(s["count"] for s in fresh.values())
     report = {"dataset": reader.name, "category": category, "out": str(directory), "key": key,
               "shards": {"total": count, "made": len(fresh), "kept": len(kept)}, "skipped": prepared.skipped,
-              "workers": workers, "backend": backend,
+              "workers": workers, "backend": backend, "render": "server" if todo and server else "inline",
               "seconds": {k: round(v, 3) for k, v in times.items()},
               "samples_made": made, "samples_per_second": round(made / max(times["generate"], 1e-9), 2)}
     complete = all(k in fresh or shard_done(directory, k, key, checksum=False) for k in range(count))
@@ -423,7 +434,7 @@ def build(dataset: str, root: Path | None, categories: Sequence[str] | None, n: 
           strategies: str | Sequence[str] | None = None, mix: str | dict | None = None,
           synthesizer: str = "logical", shards: str | None = None, finalize: bool = False,
           backend: str = "loky", scheduler: str | None = None, skip_bad: bool = False, device: str = "auto",
-          anomaly_source: Path | None = None) -> dict:
+          anomaly_source: Path | None = None, render: str = "auto") -> dict:
     """Build generated datasets under <out>/<dataset>/<category>/ for each category; {category: report}."""
     from synth.datasets import open_dataset
 
@@ -436,6 +447,10 @@ def build(dataset: str, root: Path | None, categories: Sequence[str] | None, n: 
         raise LogicalError(f"--backend {backend}: choose one of {', '.join(BACKENDS)}")
     if scheduler and backend != "dask":
         raise LogicalError("--scheduler needs --backend dask")
+    if render not in ("auto", "inline", "server"):
+        raise LogicalError(f"--render {render}: choose auto, inline or server")
+    if render == "server" and scheduler:
+        raise LogicalError("--render server needs workers on this machine; with --scheduler use --render inline")
     if anomaly_source is not None and not Path(anomaly_source).is_dir():
         raise DatasetError(f"--anomaly-source {anomaly_source}: not a folder")
     mix = parse_mix(mix)
@@ -461,7 +476,7 @@ def build(dataset: str, root: Path | None, categories: Sequence[str] | None, n: 
             workers=workers, generator=generator, edges=edges, pidinet_weights=pidinet_weights,
             strategies=chosen, mix=mix, synthesizer=synthesizer, shards=shards, finalize_now=finalize,
             backend=backend, scheduler=scheduler, skip_bad=skip_bad, device=device,
-            anomaly_source=Path(anomaly_source) if anomaly_source else None)
+            anomaly_source=Path(anomaly_source) if anomaly_source else None, render=render)
         except OSError as exc:
             if not _out_of_disk(exc):
                 raise

@@ -173,13 +173,18 @@ def export_command(path: str, fmt: str, out: str) -> None:
               help="Leave unreadable images out (listed in the report) instead of stopping.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="Where the generator renders: auto uses CUDA when present.")
+@click.option("--render", "render", type=click.Choice(["auto", "inline", "server"]), default="auto",
+              show_default=True,
+              help="server: one render process owns the generator and every worker sends it batches (CPU "
+                   "work overlaps inference; one model per device); inline: each worker loads its own. "
+                   "auto: server on CUDA with local workers. The shards are the same either way.")
 @click.option("--anomaly-source", type=click.Path(file_okay=False), default=None,
               help="Texture images for the Perlin synthesizer (DTD in DRAEM); default: the image itself.")
 def build_command(dataset: str, root: str | None, categories: tuple[str, ...], n: int, size: int, out: str,
                   seed: int, shard_size: int, workers: int, generator: str | None, edges: str,
                   pidinet_weights: str | None, strategies: str | None, mix: str, synthesizer: str,
                   shards: str | None, finalize: bool, backend: str, scheduler: str | None, skip_bad: bool,
-                  device: str, anomaly_source: str | None) -> None:
+                  device: str, render: str, anomaly_source: str | None) -> None:
     """Build generated datasets: prepare sources once, then make shards in parallel (resumable)."""
     from pathlib import Path
 
@@ -191,7 +196,7 @@ def build_command(dataset: str, root: str | None, categories: tuple[str, ...], n
     reports = build(dataset, opt_path(root), list(categories) or None, n, size, Path(out), seed, shard_size,
                     workers, opt_path(generator), edges, opt_path(pidinet_weights), strategies, mix,
                     synthesizer, shards, finalize, backend, scheduler, skip_bad, device,
-                    opt_path(anomaly_source))
+                    opt_path(anomaly_source), render)
     click.echo(format_report(reports))
 
 

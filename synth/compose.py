@@ -2,7 +2,8 @@
 
 R_A = G(E_A) and R_N = G(E_j) come from the same generator, so its own reconstruction error cancels: the mask
 is where they differ (1 - SSIM > tau, or a Lab colour distance > delta_e) inside the dilated edit region,
-cleaned of specks and pinholes. R_A enters the normal image only through a feathered copy of that mask, so
+cleaned of specks and pinholes. R_A, corrected for the generator's colour error measured around the edit
+(`unbias`), enters the normal image only through a feathered copy of that mask, so
 every changed pixel lies within `feather` px of the mask and beyond it the anomaly image equals the normal
 image bit for bit.
 """
@@ -44,10 +45,12 @@ class Composed:
 
 
 def default_sizes(shape: tuple[int, int]) -> dict:
-    """Pixel sizes scaled to the image: dilation, feather, smallest component, largest hole filled."""
+    """Pixel sizes scaled to the image: dilation, feather, smallest component, largest hole filled, and the
+    scales of the colour correction (`unbias`) and of the texture smoothing (`flatten`)."""
     s = min(shape) / 256.0
     return {"dilate": max(1, round(4 * s)), "feather": max(1, round(3 * s)),
-            "min_area": max(4, round(16 * s * s)), "hole_area": max(4, round(24 * s * s))}
+            "min_area": max(4, round(16 * s * s)), "hole_area": max(4, round(24 * s * s)), "bias": 8.0 * s,
+            "flat": 2.0 * s}
 
 
 def feather_support(mask: np.ndarray, feather: int) -> np.ndarray:
@@ -84,14 +87,54 @@ def _clean(mask: np.ndarray, min_area: int, hole_area: int) -> np.ndarray:
     return mask | inner[labels]
 
 
-def compose(normal: np.ndarray, render_a: np.ndarray, render_n: np.ndarray, region: np.ndarray,
-            tau: float = TAU, delta_e: float = DELTA_E, dilate: int | None = None, feather: int | None = None,
-            min_area: int | None = None, hole_area: int | None = None,
-            quality: dict | None = None) -> Composed:
-    """Anomaly image and mask from the normal image and the renders of the edited (R_A) and normal (R_N)
-    edges.
+def flatten(render: np.ndarray, edge: np.ndarray, sigma: float, threshold: float = 0.3) -> np.ndarray:
+    """The render with its texture smoothed away from the edges it was drawn from (float32).
 
-    Pixel sizes default to `default_sizes` (4 px dilation, 3 px feather, 16 px specks at 256 px). Rejections
+    An edge map marks all structure, so where it has no edge the image should be flat: a removed part
+    should leave clean carrier, not the checkerboard and speckle a small generator paints there (a model
+    would learn the speckle instead of the missing part). Pixels more than ~2 sigma from an edge get the
+    Gaussian-smoothed render, blending in over the next sigma; near edges the render is kept as drawn.
+    """
+    render = render.astype(np.float32)
+    if sigma <= 0:
+        return render
+    far = cv2.distanceTransform((edge < threshold).astype(np.uint8), cv2.DIST_L2, 3)
+    w = np.clip((far - 2.0 * sigma) / sigma, 0.0, 1.0)[..., None]
+    smooth = cv2.GaussianBlur(render, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
+    return render * (1.0 - w) + smooth * w
+
+
+def unbias(render_a: np.ndarray, render_n: np.ndarray, normal: np.ndarray, changed: np.ndarray,
+           sigma: float) -> np.ndarray:
+    """R_A plus the generator's own colour error, measured around the edit, as float32.
+
+    A small generator renders the right shapes in slightly wrong colours (a tint, a darker tray); pasted as
+    is, every edit is a discoloured patch and a model learns "tint = anomaly". The error normal - R_N is
+    taken only where the edit changed nothing (`changed` False), inpainted into the edit and low-passed
+    (Gaussian `sigma` px): measured inside, it would carry the old part's own residue back in (a removed
+    part would leave a ghost). sigma <= 0 returns R_A unchanged.
+    """
+    a = render_a.astype(np.float32)
+    if sigma <= 0:
+        return a
+    err = normal.astype(np.float32) - render_n.astype(np.float32)
+    holes = changed.astype(np.uint8)
+    if holes.any():   # the edit's pixels take the error of their surroundings
+        err = np.dstack([cv2.inpaint(np.ascontiguousarray(err[..., c]), holes, 3, cv2.INPAINT_TELEA)
+                         for c in range(err.shape[2])])
+    fill = cv2.GaussianBlur(err, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
+    return np.clip(a + fill, 0.0, 255.0)
+
+
+def compose(normal: np.ndarray, render_a: np.ndarray, render_n: np.ndarray, region: np.ndarray,
+            edge_a: np.ndarray | None = None, tau: float = TAU, delta_e: float = DELTA_E,
+            dilate: int | None = None, feather: int | None = None, min_area: int | None = None,
+            hole_area: int | None = None, bias: float | None = None, quality: dict | None = None) -> Composed:
+    """Anomaly image and mask from the normal image and the renders of the edited (R_A) and normal (R_N)
+    edges; `edge_a` (the edited edge map, when the render came from one) lets `flatten` clean edge-free areas.
+
+    Pixel sizes default to `default_sizes` (at 256 px: 4 px dilation, 3 px feather, 16 px specks, colour
+    error low-passed at 8 px (`unbias`), texture smoothed from 8 px off the edges (`flatten`)). Rejections
     carry a reason: "no_region" (empty edit region), "empty_mask" (the edit changed nothing visible) and, when
     the generator's `quality` record is given, "collapsed_render" (R_A far below the generator's usual SSIM to
     the normal image, see `collapsed`).
@@ -101,6 +144,7 @@ def compose(normal: np.ndarray, render_a: np.ndarray, render_n: np.ndarray, regi
     feather = sizes["feather"] if feather is None else feather
     min_area = sizes["min_area"] if min_area is None else min_area
     hole_area = sizes["hole_area"] if hole_area is None else hole_area
+    bias = sizes["bias"] if bias is None else bias
     empty = np.zeros(normal.shape[:2], bool)
     if not region.any():
         return Composed(normal.copy(), empty, "no_region")
@@ -119,7 +163,9 @@ def compose(normal: np.ndarray, render_a: np.ndarray, render_n: np.ndarray, regi
         return Composed(normal.copy(), empty, "empty_mask")
     weights = feather_weights(local, feather)[..., None]
     n = normal[crop]
-    blended = np.round(n.astype(np.float32) * (1.0 - weights) + a.astype(np.float32) * weights)
+    a = a if edge_a is None else flatten(a, edge_a[crop], sizes["flat"])
+    a = unbias(a, b, n, feather_support(local, feather + 1), bias)
+    blended = np.round(n.astype(np.float32) * (1.0 - weights) + a * weights)
     blended = blended.astype(np.uint8)
     anomaly = normal.copy()
     anomaly[crop] = np.where(weights > 0, blended, n)

@@ -32,6 +32,10 @@ STRATEGIES = LOGICAL_STRATEGIES + STRUCTURAL_STRATEGIES + EXTRA_STRATEGIES
 KIND_OF = {s: "logical" for s in LOGICAL_STRATEGIES} | {s: "structural" for s in STRUCTURAL_STRATEGIES
                                                            + EXTRA_STRATEGIES}
 ATTEMPTS = 8
+# Chance that an edit's region is a semantic one (a whole part) rather than arbitrary shapes. Logical
+# anomalies are about whole parts (missing, extra, wrong), so logical edits mostly take one; structural
+# damage is as likely anywhere. Measured on toybox (BENCHMARKS.md): 0.8 for logical edits beat 0.5.
+SEMANTIC_P = {"logical": 0.8, "structural": 0.5}
 MIN_EDGE_PX = 12.0  # an edit must move at least this much edge mass (pixels at full strength) to be visible
 
 
@@ -299,12 +303,13 @@ _PLANNERS = {"remove": _remove, "replace": _replace, "merge": _merge, "stroke": 
 
 def plan_edit(strategy: str, edge: np.ndarray, foreground: np.ndarray, regions: np.ndarray | None,
               other_edge: np.ndarray | None, rng: np.random.Generator, *,
-              other_regions: np.ndarray | None = None, rule: ScaleRule | None = None, semantic_p: float = 0.5,
-              attempts: int = ATTEMPTS) -> Edit | None:
+              other_regions: np.ndarray | None = None, rule: ScaleRule | None = None,
+              semantic_p: float | None = None, attempts: int = ATTEMPTS) -> Edit | None:
     """Plan one edit of `strategy` on the normal edge map, or None when no valid region is found.
 
     Regions are semantic (a label of `regions`, dilated a few px so the part's outline is inside) with
-    probability `semantic_p`, else arbitrary (three random shapes). Each attempt draws a region and an edit;
+    probability `semantic_p` (default: SEMANTIC_P of the strategy's kind), else arbitrary (three random
+    shapes). Each attempt draws a region and an edit;
     an attempt whose region breaks the scale `rule` or that changes too little is redrawn, up to `attempts`
     times, with the same rng. `other_edge`/`other_regions` are another normal image's edge and label maps
     (None: the image itself). Regions are clipped to the foreground dilated by the same few px.
@@ -316,6 +321,7 @@ def plan_edit(strategy: str, edge: np.ndarray, foreground: np.ndarray, regions: 
     if not foreground.any():
         return None
     rule = rule or ScaleRule()
+    semantic_p = SEMANTIC_P[KIND_OF[strategy]] if semantic_p is None else semantic_p
     pad = max(2, round(3 * min(edge.shape) / 256))
     if other_edge is None:
         other_edge, other_regions = edge, regions if other_regions is None else other_regions

@@ -190,15 +190,16 @@ def finish_sample(plan: Plan, render_a: np.ndarray | None, source: SourceFeature
     from synth.edits import apply_colour
 
     edit = plan.edit
+    edge_a = edit.edge
     if edit.strategy == "colour":            # no generator call: the normal pixels, colour-shifted
-        render_a, reference = apply_colour(source.image, edit.region, edit.params), source.image
+        render_a, reference, edge_a = apply_colour(source.image, edit.region, edit.params), source.image, None
     else:
         if quality and source.collapsed is None:
             source.collapsed = bool(collapsed(source.render, source.image, quality))
         if source.collapsed:
             return Composed(None, None, "collapsed_render")
         reference = source.render
-    result = compose(source.image, render_a, reference, edit.region)
+    result = compose(source.image, render_a, reference, edit.region, edge_a)
     return Composed(result.anomaly, result.mask, result.reason, dict(edit.params))
 
 

@@ -62,14 +62,16 @@ def test_same_bytes_for_any_worker_count_and_backend(toybox_root, tiny_generator
     opts = {"synthesizer": "both", "generator": tiny_generator, "device": "cpu"}
     one = run_build(tmp_path / "one", toybox_root, workers=1, **opts)
     two = run_build(tmp_path / "two", toybox_root, workers=2, **opts)
+    served = run_build(tmp_path / "served", toybox_root, workers=2, render="server", **opts)
+    assert (one["render"], served["render"]) == ("inline", "server")
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
                       dashboard_address=None) as cluster:
         dask = run_build(tmp_path / "dask", toybox_root, backend="dask", scheduler=cluster.scheduler_address,
                          **opts)
-    dirs = [Path(r["out"]) for r in (one, two, dask)]
+    dirs = [Path(r["out"]) for r in (one, two, dask, served)]
     for d in dirs:
         assert verify_dataset(d) == []
-    assert files_of(dirs[0]) == files_of(dirs[1]) == files_of(dirs[2])
+    assert files_of(dirs[0]) == files_of(dirs[1]) == files_of(dirs[2]) == files_of(dirs[3])
     assert len(files_of(dirs[0])) == 1 + 3                      # sources.h5 + 3 shards
     counts = one["counts"]
     assert counts["samples"] == 12 and sum(counts["by_kind"].values()) == 12

@@ -5,7 +5,7 @@ import warnings
 import numpy as np
 import pytest
 
-from synth.compose import collapsed, compose, default_sizes, feather_support
+from synth.compose import collapsed, compose, default_sizes, feather_support, flatten
 from synth.edges import get_extractor
 from synth.edits import STRATEGIES, apply_colour, dilate, plan_edit
 from synth.images import list_images, load_rgb, resize_rgb
@@ -73,6 +73,39 @@ def test_synthetic_square_is_found_and_pasted():
     assert np.array_equal(result.anomaly[44:52, 44:52], render_a[44:52, 44:52])
     changed = (result.anomaly != normal).any(axis=2)
     assert not (changed & ~feather_support(result.mask, 2)).any()
+
+
+def test_generator_tint_is_corrected_and_the_edit_kept():
+    """A generator that renders everything 30 levels too bright: the pasted edit keeps its content (+100 over
+    the render of the unedited edges) but not the tint, so the patch sits on the normal image's colours."""
+    normal = np.full((96, 96, 3), 90, np.uint8)
+    render_n = normal + 30
+    render_a = render_n.copy()
+    render_a[36:60, 36:60] += 100
+    region = np.zeros((96, 96), bool)
+    region[30:66, 30:66] = True
+    tinted = compose(normal, render_a, render_n, region, feather=2, bias=0)
+    fixed = compose(normal, render_a, render_n, region, feather=2)
+    assert tinted.reason is None and fixed.reason is None
+    assert np.array_equal(fixed.mask, tinted.mask)                       # the label does not depend on it
+    assert int(tinted.anomaly[48, 48, 0]) == 220                         # as rendered: tint included
+    assert int(fixed.anomaly[48, 48, 0]) == 190                          # normal 90 + the edit's 100
+    assert abs(int(fixed.anomaly[37, 48, 0]) - 190) <= 2
+    _check_honest(normal, region, fixed)
+
+
+def test_flatten_smooths_texture_only_away_from_edges():
+    """Speckle where the edge map has no edge is smoothed away; what is drawn near an edge is kept."""
+    rng = np.random.default_rng(0)
+    render = np.clip(100 + rng.normal(0, 20, (64, 64, 3)), 0, 255).astype(np.uint8)
+    edge = np.zeros((64, 64), np.float32)
+    edge[:, 10] = 1.0
+    out = flatten(render, edge, sigma=2.0)
+    assert out.dtype == np.float32
+    assert np.array_equal(out[:, 8:13], render[:, 8:13].astype(np.float32))   # within 2 sigma: as drawn
+    assert out[:, 30:].std() < 0.25 * render[:, 30:].std()                    # far from edges: smooth
+    assert abs(out[:, 30:].mean() - render[:, 30:].mean()) < 2.0              # same colour
+    assert np.array_equal(flatten(render, edge, sigma=0), render.astype(np.float32))
 
 
 def test_identical_render_and_empty_region_are_rejected_with_their_reason(nut):

@@ -20,8 +20,9 @@ from synth.console import Group, say
               help="Passes over the dataset; with neither --steps nor --epochs: 20000 steps.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
               help="Images per step and per process (DRAEM: 8).")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-4, show_default=True,
-              help="Adam learning rate; x0.2 at 80% and 90% of the steps.")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Adam learning rate; x0.2 at 80% and 90% of the steps [default: 1e-4 for base as in DRAEM, "
+                   "1e-3 for small].")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="auto uses CUDA (bf16 autocast) when present.")
 @click.option("--preset", type=click.Choice(["small", "base"]), default="base", show_default=True,
