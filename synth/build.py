@@ -371,7 +371,7 @@ def build_category(reader, category: str, *, n: int, size: int, out: Path, seed:
         times["fit_generator"] = time.perf_counter() - t
         from synth.generator import load_generator
 
-        renderer = load_generator(gen_path, edges=edges, size=size, device=device)
+        renderer = load_generator(gen_path, edges=extractor.identity, size=size, device=device)
     attrs = {"size": size, "dataset": reader.name, "category": category, "edges": extractor.identity}
     with _backend(backend, scheduler, workers) as n_jobs:
         t = time.perf_counter()
@@ -403,7 +403,8 @@ def build_category(reader, category: str, *, n: int, size: int, out: Path, seed:
             say(f"{category}: keeping {len(kept)} complete shard(s), making {len(todo)}")
         server = bool(todo) and gen_path is not None and use_server(render, device, backend)
         try:
-            with RenderServer(gen_path, edges, size, device) if server else contextlib.nullcontext() as remote:
+            with (RenderServer(gen_path, extractor.identity, size, device) if server
+                  else contextlib.nullcontext()) as remote:
                 if remote is not None:
                     say(f"{category}: rendering in one process on {device} for all {workers} worker(s)")
                     job = dataclasses.replace(job, remote=remote)
