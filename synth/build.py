@@ -32,7 +32,7 @@ from synth import __version__
 from synth.console import progress, say
 from synth.errors import CheckpointError, DatasetError, LogicalError, ShardError
 from synth.pipeline import PERLIN, SYNTHESIZERS, SynthConfig, synthesize
-from synth.render_server import RemoteRenderer, RenderServer, use_server
+from synth.render_server import RENDER_MODES, RemoteRenderer, RenderServer, use_server
 from synth.shards import (
     GENERATOR,
     KINDS,
@@ -415,7 +415,7 @@ def build_category(reader, category: str, *, n: int, size: int, out: Path, seed:
     made = sum(s["count"] for s in fresh.values())
     report = {"dataset": reader.name, "category": category, "out": str(directory), "key": key,
               "shards": {"total": count, "made": len(fresh), "kept": len(kept)}, "skipped": prepared.skipped,
-              "workers": workers, "backend": backend, "render": "server" if todo and server else "inline",
+              "workers": workers, "backend": backend, "render": "server" if server else "inline",
               "seconds": {k: round(v, 3) for k, v in times.items()},
               "samples_made": made, "samples_per_second": round(made / max(times["generate"], 1e-9), 2)}
     complete = all(k in fresh or shard_done(directory, k, key, checksum=False) for k in range(count))
@@ -448,8 +448,8 @@ def build(dataset: str, root: Path | None, categories: Sequence[str] | None, n: 
         raise LogicalError(f"--backend {backend}: choose one of {', '.join(BACKENDS)}")
     if scheduler and backend != "dask":
         raise LogicalError("--scheduler needs --backend dask")
-    if render not in ("auto", "inline", "server"):
-        raise LogicalError(f"--render {render}: choose auto, inline or server")
+    if render not in RENDER_MODES:
+        raise LogicalError(f"--render {render}: choose {', '.join(RENDER_MODES)}")
     if render == "server" and scheduler:
         raise LogicalError("--render server needs workers on this machine; with --scheduler use --render inline")
     if anomaly_source is not None and not Path(anomaly_source).is_dir():

@@ -173,7 +173,7 @@ def export_command(path: str, fmt: str, out: str) -> None:
               help="Leave unreadable images out (listed in the report) instead of stopping.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="Where the generator renders: auto uses CUDA when present.")
-@click.option("--render", "render", type=click.Choice(["auto", "inline", "server"]), default="auto",
+@click.option("--render", type=click.Choice(["auto", "inline", "server"]), default="auto",
               show_default=True,
               help="server: one render process owns the generator and every worker sends it batches (CPU "
                    "work overlaps inference; one model per device); inline: each worker loads its own. "

@@ -19,6 +19,7 @@ import multiprocessing as mp
 import secrets
 import threading
 from dataclasses import dataclass, field
+from multiprocessing import AuthenticationError
 from multiprocessing.connection import Client, Listener
 from pathlib import Path
 
@@ -27,6 +28,7 @@ import numpy as np
 from synth.errors import LogicalError
 
 STARTUP_SECONDS = 300.0    # loading a base generator onto a cold GPU can take a while
+RENDER_MODES = ("auto", "inline", "server")
 
 
 def _handle(conn, renderer, lock: threading.Lock) -> None:
@@ -60,7 +62,7 @@ def _serve(path: str, edges: str, size: int, device: str, authkey: bytes, ready)
     while True:
         try:
             conn = listener.accept()
-        except (OSError, EOFError):  # a client that failed the authkey handshake, or the listener closed
+        except (OSError, EOFError, AuthenticationError):  # a client that failed the handshake: serve on
             continue
         threading.Thread(target=_handle, args=(conn, renderer, lock), daemon=True).start()
 
@@ -100,7 +102,6 @@ class RenderServer:
     def __init__(self, path: Path, edges: str, size: int, device: str) -> None:
         self.args = (str(path), edges, int(size), device)
         self.process: mp.Process | None = None
-        self.renderer: RemoteRenderer | None = None
 
     def __enter__(self) -> RemoteRenderer:
         ctx = mp.get_context("spawn")         # never fork a process that may hold a CUDA context
@@ -122,8 +123,7 @@ class RenderServer:
             self._stop()
             raise LogicalError(f"the render process could not load {self.args[0]}: {reply[1]}")
         _, address, identity, quality = reply
-        self.renderer = RemoteRenderer(tuple(address), authkey, identity, dict(quality))
-        return self.renderer
+        return RemoteRenderer(tuple(address), authkey, identity, dict(quality))
 
     def _stop(self) -> None:
         if self.process is not None and self.process.is_alive():
@@ -137,8 +137,8 @@ class RenderServer:
 
 def use_server(mode: str, device: str, backend: str) -> bool:
     """Whether `--render mode` means a render process: "server" always, "auto" for CUDA with local workers."""
-    if mode not in ("auto", "inline", "server"):
-        raise ValueError(f"--render {mode!r}: choose auto, inline or server")
+    if mode not in RENDER_MODES:
+        raise ValueError(f"--render {mode!r}: choose {', '.join(RENDER_MODES)}")
     if mode == "server":
         return True
     if mode == "inline" or backend != "loky":

@@ -1,6 +1,8 @@
 """The render process: the same images as the in-process generator, clear errors when it cannot serve."""
 
 import pickle
+from multiprocessing import AuthenticationError
+from multiprocessing.connection import Client
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +42,9 @@ def test_server_renders_what_the_worker_would(generator_file):
         assert remote.identity == local.identity and remote.quality == local.quality
         copy = pickle.loads(pickle.dumps(remote))            # as a worker receives it
         got = copy.render(edges)
-        again = copy.render(edges[:2])
+        with pytest.raises(AuthenticationError):              # a stranger is turned away ...
+            Client(remote.address, authkey=b"wrong key")
+        again = copy.render(edges[:2])                        # ... and the server still serves
     assert got.dtype == np.uint8 and got.shape == (5, 32, 32, 3)
     assert np.array_equal(got, local.render(edges))
     assert np.array_equal(again, got[:2])
