@@ -80,7 +80,7 @@ def main() -> None:
     if not args.skip_logical:
         gen = args.generator
         if gen is None:
-            from synth.fit_generator import fit_for_category
+            from synth.render.fitting import fit_for_category
 
             torch.set_num_threads(1)
             t = time.perf_counter()

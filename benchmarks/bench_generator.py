@@ -10,8 +10,8 @@ import time
 import numpy as np
 import torch
 
-from synth.fit_generator import train_step
-from synth.generator import PRESETS, GeneratorRenderer, GlobalGenerator, MultiscaleDiscriminator, init_weights
+from synth.render.fitting import train_step
+from synth.render.generator import PRESETS, GeneratorRenderer, GlobalGenerator, MultiscaleDiscriminator, init_weights
 
 
 def _sync(device: torch.device) -> None:

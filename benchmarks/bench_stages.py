@@ -43,7 +43,7 @@ def _synthesis_stages() -> list[Stage]:
     from synth.compose import compose
     from synth.edits import STRATEGIES, apply_colour, plan_edit
     from synth.regions import foreground_mask, semantic_regions
-    from synth.standin import StandInRenderer
+    from synth.render.standin import StandInRenderer
 
     standin = StandInRenderer()
 

@@ -32,7 +32,7 @@ from synth import __version__
 from synth.console import progress, say
 from synth.errors import CheckpointError, DatasetError, LogicalError, ShardError
 from synth.pipeline import PERLIN, SYNTHESIZERS, SynthConfig, synthesize
-from synth.render_server import RENDER_MODES, RemoteRenderer, RenderServer, use_server
+from synth.render.server import RENDER_MODES, RemoteRenderer, RenderServer, use_server
 from synth.shards import (
     GENERATOR,
     KINDS,
@@ -169,7 +169,7 @@ def make_shard(job: Job, k: int) -> dict:
     if job.remote is not None:
         render, quality = job.remote.render, job.remote.quality
     elif job.generator is not None:
-        from synth.generator import load_generator
+        from synth.render.generator import load_generator
 
         renderer = load_generator(Path(job.generator), edges=job.edges, size=job.size, device=job.device)
         render, quality = renderer.render, renderer.quality
@@ -326,7 +326,7 @@ def _resolve_generator(generator: Path | None, directory: Path, dataset: str, ro
         with atomic_path(target) as tmp:
             shutil.copyfile(default, tmp)
         return target
-    from synth.fit_generator import fit_for_category
+    from synth.render.fitting import fit_for_category
 
     say(f"{category}: no generator at {target}; fitting one first (preset tiny at {size} px, "
         f"{edges} edges; give --generator to use another)")
@@ -369,7 +369,7 @@ def build_category(reader, category: str, *, n: int, size: int, out: Path, seed:
         gen_path = _resolve_generator(generator, directory, reader.name, reader.root, category, size, edges,
                                       weights, device)
         times["fit_generator"] = time.perf_counter() - t
-        from synth.generator import load_generator
+        from synth.render.generator import load_generator
 
         renderer = load_generator(gen_path, edges=extractor.identity, size=size, device=device)
     attrs = {"size": size, "dataset": reader.name, "category": category, "edges": extractor.identity}

@@ -53,7 +53,7 @@ def fit_generator_command(dataset: str, root: str | None, category: str, preset:
     """Fit the edge-to-image generator on a category's normal images; prints the checkpoint path."""
     from pathlib import Path
 
-    from synth.fit_generator import fit_for_category
+    from synth.render.fitting import fit_for_category
 
     def opt_path(p: str | None) -> Path | None:
         return Path(p) if p else None

@@ -26,7 +26,7 @@ SSIM_MARGIN = 6  # > the SSIM window radius (5): in a crop with this margin, val
 
 @runtime_checkable
 class Renderer(Protocol):
-    """Edge-to-image: the fitted generator (synth.generator) or the stand-in (synth.standin)."""
+    """Edge-to-image: the fitted generator (synth.render.generator) or the stand-in (synth.render.standin)."""
 
     identity: str
 

@@ -26,8 +26,8 @@ from synth.pipeline import (
     make_samples,
     prepare_source,
 )
+from synth.render.standin import StandInRenderer
 from synth.sheet import contact_sheet
-from synth.standin import StandInRenderer
 
 COLUMNS = ["normal edge", "anomaly edge", "target mask", "anomaly", "normal"]
 STANDIN_BANNER = "STAND-IN RENDERER - no fitted generator"
@@ -94,7 +94,7 @@ def pick_renderer(dataset: str, category: str, generator: Path | None, edges: st
     if generator is None and not path.is_file():
         return StandInRenderer(), True
     try:
-        from synth.generator import load_generator
+        from synth.render.generator import load_generator
     except ImportError:  # the generator module is not installed in this checkout
         return StandInRenderer(), True
     return load_generator(path, edges=edges, size=size), False

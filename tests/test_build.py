@@ -40,7 +40,7 @@ def tiny_generator(toybox_root: Path, tmp_path_factory: pytest.TempPathFactory) 
     """A real generator fitted for one epoch at 64 px: enough to render, small enough for a test."""
     import torch
 
-    from synth.fit_generator import fit_for_category
+    from synth.render.fitting import fit_for_category
 
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("gen") / "generator.pt"

@@ -11,7 +11,7 @@ from synth.edits import STRATEGIES, apply_colour, dilate, plan_edit
 from synth.images import list_images, load_rgb, resize_rgb
 from synth.jnd import jnd_map
 from synth.regions import foreground_mask, semantic_regions
-from synth.standin import StandInRenderer
+from synth.render.standin import StandInRenderer
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,8 @@ import torch
 from click.testing import CliRunner
 
 from synth.errors import CheckpointError
-from synth.fit_generator import (
+from synth.images import list_images, load_rgb, resize_rgb
+from synth.render.fitting import (
     Augment,
     _batch,
     augment,
@@ -20,7 +21,7 @@ from synth.fit_generator import (
     train_state_path,
     train_step,
 )
-from synth.generator import (
+from synth.render.generator import (
     FORMAT,
     VERSION,
     GeneratorConfig,
@@ -32,7 +33,6 @@ from synth.generator import (
     read_checkpoint,
     save_checkpoint,
 )
-from synth.images import list_images, load_rgb, resize_rgb
 
 TINY = GeneratorConfig(ngf=8, n_down=1, n_blocks=1, size=32, ndf=8, n_layers_d=2, num_d=2)
 

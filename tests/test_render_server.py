@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from synth.errors import LogicalError
-from synth.generator import (
+from synth.render.generator import (
     FORMAT,
     VERSION,
     GeneratorRenderer,
@@ -19,7 +19,7 @@ from synth.generator import (
     load_generator,
     save_checkpoint,
 )
-from synth.render_server import RenderServer, use_server
+from synth.render.server import RenderServer, use_server
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,8 @@ from synth.edits import KIND_OF, STRATEGIES
 from synth.images import load_rgb
 from synth.pipeline import SynthConfig, prepare_source, synthesize
 from synth.preview import LazySources, show_samples
+from synth.render.standin import StandInRenderer
 from synth.sheet import contact_sheet
-from synth.standin import StandInRenderer
 
 
 def _expected_height(n: int, tile: int) -> int:

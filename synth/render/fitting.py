@@ -27,7 +27,8 @@ from synth.checkpoint import load_torch
 from synth.console import progress as progress_bar
 from synth.console import say
 from synth.errors import CheckpointError, DatasetError
-from synth.generator import (
+from synth.images import load_rgb, resize_rgb, save_image
+from synth.render.generator import (
     FORMAT,
     VERSION,
     GeneratorConfig,
@@ -41,7 +42,6 @@ from synth.generator import (
     resolve_device,
     save_checkpoint,
 )
-from synth.images import load_rgb, resize_rgb, save_image
 from synth.rng import derive_seed
 from synth.sheet import contact_sheet
 from synth.ssim import ssim

@@ -50,7 +50,7 @@ def _handle(conn, renderer, lock: threading.Lock) -> None:
 def _serve(path: str, edges: str, size: int, device: str, authkey: bytes, ready) -> None:
     """Render-process entry point: load the generator, report (address, identity, quality), serve forever."""
     try:
-        from synth.generator import load_generator
+        from synth.render.generator import load_generator
 
         renderer = load_generator(Path(path), edges=edges, size=size, device=device)
         listener = Listener(("127.0.0.1", 0), authkey=authkey)
@@ -143,6 +143,6 @@ def use_server(mode: str, device: str, backend: str) -> bool:
         return True
     if mode == "inline" or backend != "loky":
         return False
-    from synth.generator import resolve_device
+    from synth.render.generator import resolve_device
 
     return resolve_device(device).type == "cuda"
