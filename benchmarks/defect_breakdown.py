@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from synth.bitdepth import data_depth
 from synth.datasets import open_dataset
 from synth.images import load_rgb
 from train.evaluate import _channels, _gt_shape, infer, load_checkpoint, resolve_device, upsample_map
@@ -23,10 +24,14 @@ def breakdown(checkpoint: Path, dataset: str, root: Path | None, category: str, 
     """{defect name: {"channels": n, "sPRO@FPR": mean sPRO, ...}} for one checkpoint on one test split."""
     dev = resolve_device(device)
     model, config = load_checkpoint(Path(checkpoint), str(dev))
-    items = open_dataset(dataset, root).test_items(category)
+    reader = open_dataset(dataset, root)
+    items = reader.test_items(category)
+    for item in items:
+        item.check_masks()
+    bits = data_depth(reader.train_images(category)).bits
     maps = []
     for item in items:
-        image = load_rgb(item.path)
+        image = load_rgb(item.path, bits)
         low, _ = infer(model, [image], int(config["size"]), dev)
         maps.append(upsample_map(low[0], _gt_shape(item, image.shape[:2])))
     good = np.concatenate([m.ravel() for m, it in zip(maps, items, strict=True) if it.label == 0])

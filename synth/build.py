@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from synth import __version__
+from synth.bitdepth import data_depth
 from synth.console import progress, say
 from synth.errors import CheckpointError, DatasetError, LogicalError, ShardError
 from synth.pipeline import PERLIN, SYNTHESIZERS, SynthConfig, synthesize
@@ -372,7 +373,11 @@ def build_category(reader, category: str, *, n: int, size: int, out: Path, seed:
         from synth.render.generator import load_generator
 
         renderer = load_generator(gen_path, edges=extractor.identity, size=size, device=device)
-    attrs = {"size": size, "dataset": reader.name, "category": category, "edges": extractor.identity}
+    depth = data_depth(paths)       # one scale for every 16-bit image of the category
+    if depth.bits is not None:
+        say(f"{category}: images are {depth.describe()}")
+    attrs = {"size": size, "dataset": reader.name, "category": category, "edges": extractor.identity,
+             "bits": depth.bits or 0}
     with _backend(backend, scheduler, workers) as n_jobs:
         t = time.perf_counter()
         prepared = prepare(paths, Path(reader.root), directory, size, edges, weights, renderer, attrs,
@@ -415,6 +420,7 @@ def build_category(reader, category: str, *, n: int, size: int, out: Path, seed:
     made = sum(s["count"] for s in fresh.values())
     report = {"dataset": reader.name, "category": category, "out": str(directory), "key": key,
               "shards": {"total": count, "made": len(fresh), "kept": len(kept)}, "skipped": prepared.skipped,
+              "bit_depth": depth.describe(),
               "workers": workers, "backend": backend, "render": "server" if server else "inline",
               "seconds": {k: round(v, 3) for k, v in times.items()},
               "samples_made": made, "samples_per_second": round(made / max(times["generate"], 1e-9), 2)}
@@ -501,6 +507,8 @@ def format_report(reports: dict) -> str:
             lines.append(f"  samples: {counts['samples']}  by kind: {counts['by_kind']}")
             lines.append(f"  by strategy: {counts['by_strategy']}")
             lines.append(f"  rejections: {counts['rejections'] or 'none'}")
+        if r.get("bit_depth", "8-bit files") != "8-bit files":
+            lines.append(f"  images: {r['bit_depth']}")
         lines.append(f"  time (s): {r['seconds']}; {r['samples_made']} samples made at "
                      f"{r['samples_per_second']} samples/s")
         if r["skipped"]:

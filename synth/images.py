@@ -1,17 +1,51 @@
-"""Image files in and out: every image enters the pipeline as RGB uint8, whatever the file holds."""
+"""Image files in and out: every image enters the pipeline as RGB uint8, every mask as bool, whatever the
+file holds (bit depth, palette, alpha, EXIF orientation); what cannot be read stops with the file named."""
 
+import os
 from pathlib import Path
 
 import cv2
 import numpy as np
+from PIL import Image
 
+from synth.bitdepth import significant_bits
 from synth.errors import ImageError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
-def _read_raw(path: Path) -> np.ndarray:
+_ORIENT = {2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
+           5: lambda a: a.swapaxes(0, 1), 6: lambda a: np.rot90(a, -1),
+           7: lambda a: a[::-1, ::-1].swapaxes(0, 1), 8: lambda a: np.rot90(a, 1)}
+
+
+def broken_link(path: Path) -> str | None:
+    """The problem of a symbolic link whose target is gone (glob and is_file() skip such files), else None."""
     path = Path(path)
+    if path.is_symlink() and not path.exists():
+        return f"{path}: broken symbolic link (its target {os.readlink(path)} does not exist)"
+    return None
+
+
+def orientation(path: Path) -> int:
+    """The EXIF orientation (1..8) of a JPEG or PNG (cameras and phones store it), 1 when absent."""
+    if Path(path).suffix.lower() not in (".jpg", ".jpeg", ".png"):
+        return 1
+    try:
+        with Image.open(path) as im:
+            value = im.getexif().get(0x0112, 1)
+    except (OSError, ValueError, SyntaxError):
+        return 1
+    return value if value in _ORIENT else 1
+
+
+def read_raw(path: Path) -> np.ndarray:
+    """The file's pixels as stored (uint8/uint16/float; grey (H, W) or BGR(A) (H, W, C)), turned upright by
+    its EXIF orientation. ImageError naming the file when it is missing, a broken link, empty or corrupt."""
+    path = Path(path)
+    problem = broken_link(path)
+    if problem:
+        raise ImageError(problem)
     try:
         data = np.fromfile(path, dtype=np.uint8)
     except OSError as exc:
@@ -21,41 +55,114 @@ def _read_raw(path: Path) -> np.ndarray:
     img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     if img is None:
         raise ImageError(f"{path}: not a readable image (corrupt or unsupported format)")
-    return img
+    turn = orientation(path)
+    return np.ascontiguousarray(_ORIENT[turn](img)) if turn != 1 else img
 
 
-def _to_uint8(img: np.ndarray) -> np.ndarray:
+def colour_channels(img: np.ndarray) -> np.ndarray:
+    """The colour part of a decoded image: grey (H, W) or BGR (H, W, 3), alpha left out."""
+    if img.ndim == 2:
+        return img
+    if img.shape[2] in (2, 4):
+        return img[:, :, :-1] if img.shape[2] == 4 else img[:, :, 0]
+    return img[:, :, 0] if img.shape[2] == 1 else img[:, :, :3]
+
+
+def _alpha(img: np.ndarray) -> np.ndarray | None:
+    return img[:, :, -1] if img.ndim == 3 and img.shape[2] in (2, 4) else None
+
+
+def to_uint8(img: np.ndarray, path: Path, bits: int | None = None) -> np.ndarray:
+    """uint8 of any decoded samples: 16-bit data scaled by 255 / (2**bits - 1) (bits: the data's depth,
+    16 = full range); floats must lie in [0, 1]. ImageError naming the file for values it cannot place."""
     if img.dtype == np.uint8:
         return img
     if img.dtype == np.uint16:
-        return (img.astype(np.uint32) * 255 // 65535).astype(np.uint8)
+        full = (1 << (bits or 16)) - 1
+        return np.minimum(img.astype(np.uint32) * 255 // full, 255).astype(np.uint8)
     if np.issubdtype(img.dtype, np.floating):
-        return np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8)
-    return np.clip(img, 0, 255).astype(np.uint8)
+        lo, hi = (float(np.nanmin(img)), float(np.nanmax(img))) if img.size else (0.0, 0.0)
+        if not (np.isfinite(img).all() and lo >= 0.0 and hi <= 1.0):
+            raise ImageError(f"{path}: floating-point image with values {lo:g}..{hi:g}; only 0..1 "
+                             "(or 8/16-bit integer files) can be read")
+        return np.rint(img * 255.0).astype(np.uint8)
+    lo, hi = int(img.min(initial=0)), int(img.max(initial=0))
+    if lo < 0 or hi > 255:
+        raise ImageError(f"{path}: {img.dtype} samples with values {lo}..{hi}; save the image as 8 or 16 bit")
+    return img.astype(np.uint8)
 
 
-def load_rgb(path: Path) -> np.ndarray:
-    """RGB uint8 (H, W, 3): grayscale is replicated, 16-bit scaled, alpha composited onto white."""
-    img = _to_uint8(_read_raw(path))
+def load_rgb(path: Path, bits: int | None = None) -> np.ndarray:
+    """RGB uint8 (H, W, 3), upright: grey is replicated, alpha composited onto white, 16-bit data scaled by
+    its depth: `bits` (the category's, synth.bitdepth.data_depth), else the file's PNG sBIT, else 16.
+    ImageError naming the file when it cannot be read."""
+    path = Path(path)
+    raw = read_raw(path)
+    colour, alpha = colour_channels(raw), _alpha(raw)
+    alpha_bits = None
+    if raw.dtype == np.uint16:
+        sbit, alpha_bits = significant_bits(path)
+        bits = bits or sbit
+    img = to_uint8(colour, path, bits)
     if img.ndim == 2:
-        return np.ascontiguousarray(np.repeat(img[:, :, None], 3, axis=2))
-    if img.shape[2] == 4:
-        alpha = img[:, :, 3:4].astype(np.float32) / 255.0
-        bgr = img[:, :, :3].astype(np.float32) * alpha + 255.0 * (1.0 - alpha)
-        img = np.clip(np.rint(bgr), 0, 255).astype(np.uint8)
-    elif img.shape[2] == 1:
-        img = np.repeat(img, 3, axis=2)
-    return np.ascontiguousarray(img[:, :, 2::-1])
+        img = np.repeat(img[:, :, None], 3, axis=2)
+    else:
+        img = img[:, :, ::-1]
+    if alpha is not None:
+        a = to_uint8(alpha, path, alpha_bits).astype(np.float32)[:, :, None] / 255.0
+        img = np.clip(np.rint(img.astype(np.float32) * a + 255.0 * (1.0 - a)), 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(img)
 
 
 def load_mask(path: Path) -> np.ndarray:
-    """A mask or map as uint8 (H, W): colour files take the max over channels; 16-bit files keep small labels."""
-    img = _read_raw(path)
-    if img.ndim == 3:
-        img = img[:, :, :3].max(axis=2) if img.shape[2] >= 3 else img[:, :, 0]
-    if img.dtype == np.uint16 and int(img.max(initial=0)) <= 255:
-        img = img.astype(np.uint8)
-    return np.ascontiguousarray(_to_uint8(img))
+    """A mask's values as stored, (H, W) uint8 or uint16 (no scaling: label and pixel values survive):
+    colour files take the max over colour channels; a transparent pixel counts as 0 (alpha composited onto
+    black); palette and 1-bit files come out as their colours' grey levels."""
+    path = Path(path)
+    raw = read_raw(path)
+    values, alpha = colour_channels(raw), _alpha(raw)
+    if values.ndim == 3:
+        values = values.max(axis=2)
+    if values.dtype not in (np.uint8, np.uint16):
+        values = to_uint8(values, path)
+    if alpha is not None and alpha.min(initial=0) < np.iinfo(alpha.dtype).max:
+        full = np.iinfo(alpha.dtype).max
+        values = (values.astype(np.uint64) * alpha // full).astype(values.dtype)
+    return np.ascontiguousarray(values)
+
+
+def mask_range(values: np.ndarray, path: Path | None = None) -> int:
+    """The top of a mask file's range: 2**bits - 1 by its PNG sBIT or dtype; a 16-bit file whose values stay
+    within 0..255 counts as 8-bit (8-bit masks saved in a 16-bit container)."""
+    bits = significant_bits(path)[0] if path is not None and values.dtype == np.uint16 else None
+    if bits is None:
+        bits = 16 if values.dtype == np.uint16 and int(values.max(initial=0)) > 255 else 8
+    return (1 << bits) - 1
+
+
+def defect_pixels(values: np.ndarray, path: Path | None = None) -> tuple[np.ndarray, str | None]:
+    """bool (H, W): which mask pixels are defect, and a note when the mask is not two-level.
+
+    Two-level masks ({0, v}: 0/255, 0/1, 0/65535) are exact: v is defect. Soft (anti-aliased) or lossy (JPEG)
+    masks are defect at >= half their range (128 for 8 bits, 32768 for 16), so the edge ringing and
+    compression noise of a JPEG mask do not count; masks whose values all stay below half the range hold
+    labels: every nonzero pixel is defect.
+    """
+    levels = np.unique(values)
+    nonzero = levels[levels > 0]
+    if nonzero.size <= 1:
+        return values > 0, None
+    half = (mask_range(values, path) + 1) // 2
+    if int(nonzero[-1]) < half:
+        return values > 0, (f"holds {levels.size} values, all below {half}: read as labels "
+                            "(every nonzero pixel is defect)")
+    return values >= half, (f"holds {levels.size} values (soft edges or lossy compression), not just 0 "
+                            f"and {int(nonzero[-1])}: read as defect where value >= {half}")
+
+
+def read_defect_mask(path: Path) -> np.ndarray:
+    """bool (H, W): the defect pixels of a ground-truth mask file (rule: `defect_pixels`)."""
+    return defect_pixels(load_mask(path), path)[0]
 
 
 def save_image(path: Path, img: np.ndarray) -> None:
@@ -83,5 +190,12 @@ def list_images(folder: Path) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.iterdir()
-                  if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+    return sorted(p for p in folder.iterdir() if is_image_entry(p))
+
+
+def is_image_entry(path: Path) -> bool:
+    """An image file by its suffix (not hidden), or a broken link with such a name: listed so that reading
+    it reports the link instead of the image silently going missing."""
+    if path.name.startswith(".") or path.suffix.lower() not in IMAGE_SUFFIXES:
+        return False
+    return path.is_file() or (path.is_symlink() and not path.exists())

@@ -55,14 +55,16 @@ def quantise_edge(edge: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(np.asarray(edge, np.float32) * 255.0), 0, 255).astype(np.uint8)
 
 
-def prepare_source(path: Path, size: int, extractor, renderer=None) -> SourceFeatures:
+def prepare_source(path: Path, size: int, extractor, renderer=None, bits: int | None = None) -> SourceFeatures:
     """Load and resize one normal image and compute its JND map, edges, foreground and candidate regions.
+
+    `bits`: the data depth of the category's 16-bit files (synth.bitdepth.data_depth; None: the file's own).
 
     The render G(E_j) is made here only when `renderer` is given (build batches it over all sources instead).
     """
     from synth.regions import foreground_mask, semantic_regions
 
-    image = resize_rgb(load_rgb(path), size)
+    image = resize_rgb(load_rgb(path, bits), size)
     jnd = jnd_map(image).astype(np.float32)
     edge = quantise_edge(extractor(image)).astype(np.float32) / 255.0
     with warnings.catch_warnings():

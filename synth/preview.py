@@ -37,7 +37,10 @@ class LazySources:
     """The normal images `paths` as pipeline `Sources` (build's indexing), each prepared on first use."""
 
     def __init__(self, paths: list[Path], size: int, extractor, renderer) -> None:
+        from synth.bitdepth import data_depth
+
         self.paths, self.size, self.extractor, self.renderer = list(paths), size, extractor, renderer
+        self.bits = data_depth(self.paths).bits     # the category's one scale, as build uses
         self._ready: dict[int, SourceFeatures] = {}
 
     def __len__(self) -> int:
@@ -45,7 +48,8 @@ class LazySources:
 
     def __getitem__(self, index: int) -> SourceFeatures:
         if index not in self._ready:
-            self._ready[index] = prepare_source(self.paths[index], self.size, self.extractor, self.renderer)
+            self._ready[index] = prepare_source(self.paths[index], self.size, self.extractor, self.renderer,
+                                                 self.bits)
         return self._ready[index]
 
 

@@ -55,10 +55,10 @@ def _extractor(name: str, weights: str | None):
     return _EXTRACTORS[key]
 
 
-def _prepare_one(path: str, size: int, edges: str, weights: str | None):
+def _prepare_one(path: str, size: int, edges: str, weights: str | None, bits: int | None = None):
     """Features of one source, or the ImageError's message (collected and reported by the caller)."""
     try:
-        f = prepare_source(Path(path), size, _extractor(edges, weights))
+        f = prepare_source(Path(path), size, _extractor(edges, weights), bits=bits)
     except ImageError as exc:
         return str(exc)
     jnd_u8 = np.clip(np.rint(f.jnd * JND_SCALE), 0, 255).astype(np.uint8)
@@ -84,13 +84,13 @@ def prepare(paths: list[Path], root: Path, directory: Path, size: int, edges: st
 
     target = directory / SOURCES
     key = content_key({**attrs, "renderer": getattr(renderer, "identity", "none"),
-                       "files": [(_name(p, root), p.stat().st_size) for p in paths]})
+                       "files": [(_name(p, root), p.stat().st_size if p.exists() else -1) for p in paths]})
     reused = _reusable(target, key)
     if reused is not None:
         say(f"{attrs['category']}: reusing {target} ({reused.sources} sources)")
         return reused
     t0 = time.perf_counter()
-    jobs = (delayed(_prepare_one)(str(p), size, edges, weights) for p in paths)
+    jobs = (delayed(_prepare_one)(str(p), size, edges, weights, attrs.get("bits") or None) for p in paths)
     results = list(progress(Parallel(n_jobs=workers, return_as="generator")(jobs),
                             desc=f"{attrs['category']}: prepare sources", total=len(paths)))
     bad = [(p, r) for p, r in zip(paths, results, strict=True) if isinstance(r, str)]

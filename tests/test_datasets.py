@@ -386,9 +386,9 @@ def test_scan_json_clean(mvtec_root: Path) -> None:
     report = json.loads(res.stdout)
     assert report == {"dataset": "mvtec", "categories": {
         "bottle": {"train": 3, "validation": 0, "test": {"broken_large": 2, "good": 1}, "masks": 2,
-                   "sizes": {f"{W}x{H}": 6}, "problems": []},
+                   "sizes": {f"{W}x{H}": 6}, "bit_depth": "8-bit files", "problems": [], "notes": []},
         "grid": {"train": 1, "validation": 0, "test": {"bent": 1}, "masks": 1, "sizes": {f"{W}x{H}": 2},
-                 "problems": []}}}
+                 "bit_depth": "8-bit files", "problems": [], "notes": []}}}
 
 
 def test_scan_finds_planted_problems(mvtec_root: Path) -> None:

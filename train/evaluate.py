@@ -20,8 +20,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from synth.bitdepth import data_depth
 from synth.console import progress, say
-from synth.datasets import TestItem, image_shape, open_dataset
+from synth.datasets import TestItem, open_dataset
 from synth.errors import DatasetError
 from synth.images import load_rgb, resize_rgb, save_image
 from train import metrics
@@ -106,17 +107,13 @@ class _Lazy(Sequence):
 
 
 def _gt_shape(item: TestItem, image_hw: tuple[int, int]) -> tuple[int, int]:
-    if item.mask_path is not None:
-        return image_shape(item.mask_path)
-    if item.regions:
-        return image_shape(item.regions[0].path)
+    """Maps are scored at the image's size: masks of another size are refused (TestItem.check_masks)."""
     return image_hw
 
 
 def _channels(item: TestItem, shape: tuple[int, int]) -> list[metrics.Channel]:
     out = []
-    for region in item.regions:
-        mask = region.mask(shape)
+    for region, mask in zip(item.regions, item.region_masks(shape), strict=True):
         area = int(mask.sum())
         sat = metrics.saturation_area(area, region.saturation_threshold, region.relative_saturation)
         out.append((mask, sat))
@@ -171,6 +168,9 @@ def evaluate(checkpoint: Path, dataset: str, root: Path | None, category: str, o
     items = reader.test_items(category)
     if not items:
         raise DatasetError(f"{reader.root}: category {category!r} has no test images")
+    for it in items:
+        it.check_masks()        # before any work: a mask of another size must not be scored against
+    bits = data_depth(reader.train_images(category)).bits     # the scale build used for this category
     dev = resolve_device(device)
     model, config = load_checkpoint(Path(checkpoint), str(dev))
     size = int(config["size"])
@@ -180,7 +180,7 @@ def evaluate(checkpoint: Path, dataset: str, root: Path | None, category: str, o
     scores_list: list[float] = []
     shapes: list[tuple[int, int]] = []
     for chunk in batches(items, batch_size, f"eval {category}"):
-        images = [load_rgb(it.path) for it in chunk]
+        images = [load_rgb(it.path, bits) for it in chunk]
         maps_b, scores_b = infer(model, images, size, dev)
         low.extend(maps_b)
         scores_list.extend(float(s) for s in scores_b)
@@ -211,7 +211,7 @@ def evaluate(checkpoint: Path, dataset: str, root: Path | None, category: str, o
                    for it, s in zip(items, scores_list, strict=True)],
         "seconds": {"inference": round(t_infer, 3), "metrics": round(t_metrics, 3)},
     }
-    result["heatmaps"] = _write_heatmaps(items, scores, low, out_dir / "heatmaps", n_heatmaps)
+    result["heatmaps"] = _write_heatmaps(items, scores, low, out_dir / "heatmaps", n_heatmaps, bits)
     result = _finite(result)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -276,7 +276,7 @@ def heatmap_figure(image: np.ndarray, gt: np.ndarray, amap: np.ndarray, score: f
 
 
 def _write_heatmaps(items: list[TestItem], scores: np.ndarray, low: list[np.ndarray], folder: Path,
-                    n: int) -> list[str]:
+                    n: int, bits: int | None = None) -> list[str]:
     """Figures for the n best- and worst-scored anomalous images and the n highest-scored good ones."""
     bad = sorted((i for i, it in enumerate(items) if it.label == 1), key=lambda i: -scores[i])
     good = sorted((i for i, it in enumerate(items) if it.label == 0), key=lambda i: -scores[i])
@@ -285,7 +285,7 @@ def _write_heatmaps(items: list[TestItem], scores: np.ndarray, low: list[np.ndar
     for tag, indices in picks:
         for rank, i in enumerate(indices, 1):
             it = items[i]
-            image = load_rgb(it.path)
+            image = load_rgb(it.path, bits)
             gt = it.mask(image.shape[:2]) if it.label else np.zeros(image.shape[:2], bool)
             name = f"{tag}-{rank}_{it.split}_{it.path.stem}.png"
             save_image(folder / name, heatmap_figure(image, gt, low[i], float(scores[i])))

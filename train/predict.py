@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from synth.bitdepth import data_depth
 from synth.console import say
 from synth.errors import ImageError
 from synth.images import IMAGE_SUFFIXES, list_images, load_rgb, save_image
@@ -56,6 +57,9 @@ def predict(checkpoint: Path, inputs: Sequence[Path], out_dir: Path, device: str
     listed in `skipped.txt` and left out.
     """
     paths = expand_inputs(inputs)
+    depth = data_depth(paths)       # the inputs are one category: one scale for their 16-bit files
+    if depth.bits is not None:
+        say(f"images: {depth.describe()}")
     out_dir = Path(out_dir)
     dev = resolve_device(device)
     model, config = load_checkpoint(Path(checkpoint), str(dev))
@@ -67,7 +71,7 @@ def predict(checkpoint: Path, inputs: Sequence[Path], out_dir: Path, device: str
         loaded = []
         for path, stem in chunk:
             try:
-                loaded.append((path, stem, load_rgb(path)))
+                loaded.append((path, stem, load_rgb(path, depth.bits)))
             except ImageError as exc:
                 if not skip_bad:
                     raise

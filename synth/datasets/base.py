@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image
 
 from synth.errors import DatasetError, ImageError
-from synth.images import IMAGE_SUFFIXES, list_images, load_mask
+from synth.images import broken_link, is_image_entry, list_images, load_mask, orientation, read_defect_mask
 
 
 def _resize_bool(mask: np.ndarray, shape: tuple[int, int] | None) -> np.ndarray:
@@ -22,13 +22,31 @@ def _resize_bool(mask: np.ndarray, shape: tuple[int, int] | None) -> np.ndarray:
 
 
 def image_shape(path: Path) -> tuple[int, int]:
-    """(H, W) of an image file from its header, without decoding the pixels."""
+    """(H, W) of an image file as loaded (upright by its EXIF orientation), from its header."""
+    problem = broken_link(path)
+    if problem:
+        raise ImageError(problem)
     try:
         with Image.open(path) as im:
             w, h = im.size
     except (OSError, ValueError) as exc:
         raise ImageError(f"{path}: not a readable image ({exc})") from None
-    return h, w
+    return (w, h) if orientation(path) in (5, 6, 7, 8) else (h, w)
+
+
+def size_mismatch(mask: Path, mask_hw: tuple[int, int], image: Path, image_hw: tuple[int, int]) -> str | None:
+    """The problem of a mask whose size is not its image's (a transposed one included), else None."""
+    if tuple(mask_hw) == tuple(image_hw):
+        return None
+    return (f"{mask}: mask is {mask_hw[1]}x{mask_hw[0]} but its image {image} is "
+            f"{image_hw[1]}x{image_hw[0]} (width x height)")
+
+
+def _checked(mask: np.ndarray, path: Path, image: Path, image_hw: tuple[int, int]) -> np.ndarray:
+    problem = size_mismatch(path, mask.shape, image, image_hw)
+    if problem:
+        raise DatasetError(problem)
+    return mask
 
 
 @dataclass(frozen=True)
@@ -42,8 +60,9 @@ class DefectRegion:
     relative_saturation: bool
 
     def mask(self, shape: tuple[int, int] | None = None) -> np.ndarray:
-        """bool (H, W): this defect's pixels (resized nearest to `shape` when given)."""
-        return _resize_bool(load_mask(self.path) != 0, shape)
+        """bool (H, W): this defect's pixels, those at >= half its pixel value (exactly `pixel_value` in a
+        lossless file, which holds only 0 and it; near it in a lossy one); resized nearest to `shape`."""
+        return _resize_bool(load_mask(self.path) >= (self.pixel_value + 1) // 2, shape)
 
 
 @dataclass(frozen=True)
@@ -59,17 +78,32 @@ class TestItem:
     mask_path: Path | None
     regions: tuple[DefectRegion, ...] = field(default=())
 
+    def check_masks(self) -> None:
+        """DatasetError naming the file and both sizes when a mask's size is not the image's (from the
+        headers: cheap enough to run over a test set before scoring it)."""
+        hw = image_shape(self.path)
+        for path in ([self.mask_path] if self.mask_path is not None else []) + [r.path for r in self.regions]:
+            problem = size_mismatch(path, image_shape(path), self.path, hw)
+            if problem:
+                raise DatasetError(problem)
+
     def mask(self, shape: tuple[int, int] | None = None) -> np.ndarray:
-        """bool (H, W): union of all defects (zeros for a good image), resized nearest to `shape` if given."""
+        """bool (H, W): union of all defects (zeros for a good image), resized nearest to `shape` if given.
+
+        DatasetError naming the file and both sizes when a mask's size is not the image's.
+        """
+        hw = image_shape(self.path)
         if self.mask_path is not None:
-            return _resize_bool(load_mask(self.mask_path) != 0, shape)
-        if self.regions:
-            masks = [r.mask() for r in self.regions]
-            union = masks[0].copy()
-            for m in masks[1:]:
-                union |= _resize_bool(m, union.shape)
-            return _resize_bool(union, shape)
-        return np.zeros(shape if shape is not None else image_shape(self.path), dtype=bool)
+            return _resize_bool(_checked(read_defect_mask(self.mask_path), self.mask_path, self.path, hw), shape)
+        union = np.zeros(hw, dtype=bool)
+        for region in self.regions:
+            union |= _checked(region.mask(), region.path, self.path, hw)
+        return _resize_bool(union, shape)
+
+    def region_masks(self, shape: tuple[int, int] | None = None) -> list[np.ndarray]:
+        """bool (H, W) per LOCO defect region, size-checked like `mask`, resized nearest to `shape`."""
+        hw = image_shape(self.path)
+        return [_resize_bool(_checked(r.mask(), r.path, self.path, hw), shape) for r in self.regions]
 
 
 class Reader(Protocol):
@@ -215,4 +249,4 @@ def has_images(folder: Path) -> bool:
     """True when the folder directly holds at least one image file."""
     if not folder.is_dir():
         return False
-    return any(p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES for p in folder.iterdir())
+    return any(is_image_entry(p) for p in folder.iterdir())

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from synth.datasets.base import LayoutReader, Problems, TestItem, find_mask, mask_index, visible_dirs
-from synth.images import list_images
+from synth.images import broken_link, list_images
 
 
 def split_test_items(category_dir: Path, problems: Problems) -> list[TestItem]:
@@ -24,7 +24,9 @@ def split_test_items(category_dir: Path, problems: Problems) -> list[TestItem]:
         index = mask_index(gt_dir)
         for p in list_images(split_dir):
             mask = find_mask(index, p.stem)
-            if mask is None:
+            if mask is not None and broken_link(mask):
+                problems.add(f"{p}: its ground-truth mask {broken_link(mask)}")
+            elif mask is None:
                 problems.add(f"{p}: no ground-truth mask (looked for {gt_dir / (p.stem + '_mask.png')} "
                              f"and {gt_dir / (p.stem + '.png')})")
             items.append(TestItem(p, split, 1, None, mask))

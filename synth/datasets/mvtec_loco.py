@@ -19,7 +19,7 @@ _KEYS = {"defect_name": str, "pixel_value": int, "saturation_threshold": (int, f
 def load_defects_config(path: Path) -> dict[int, dict]:
     """`defects_config.json` as {pixel_value: entry}; DatasetError naming the file if missing or malformed."""
     try:
-        entries = json.loads(Path(path).read_text())
+        entries = json.loads(Path(path).read_text(encoding="utf-8-sig"))   # editors may add a BOM
     except FileNotFoundError:
         raise DatasetError(f"{path}: missing; an MVTec LOCO category needs its defects_config.json") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -42,6 +42,24 @@ def load_defects_config(path: Path) -> dict[int, dict]:
             raise DatasetError(f"{path}: pixel_value {entry['pixel_value']} is used twice")
         out[entry["pixel_value"]] = entry
     return out
+
+
+def defect_value(values: np.ndarray) -> int | None:
+    """The pixel value a LOCO ground-truth file marks its defect with: its one nonzero value (lossless
+    file), or, when soft edges or lossy compression added others, the most frequent value at or above half
+    the largest (the defect's interior; the noise sits near 0 and along edges). None for an empty file or
+    one holding several defects' values (two exact levels, or two frequent levels far apart)."""
+    counts = np.bincount(values.ravel())
+    counts[0] = 0
+    found = np.flatnonzero(counts)
+    if found.size <= 2:     # one value; or two exact levels: two defects in one file
+        return int(found[0]) if found.size == 1 else None
+    top = found[found >= (int(found[-1]) + 1) // 2]
+    ranked = top[np.argsort(counts[top])[::-1]]
+    second = ranked[1] if ranked.size > 1 else ranked[0]
+    if counts[second] * 4 > counts[ranked[0]] and abs(int(second) - int(ranked[0])) > 8:
+        return None    # two distinct levels of similar weight: not one defect
+    return int(ranked[0])
 
 
 def _kind(split: str) -> str | None:
@@ -117,13 +135,13 @@ class MvtecLocoReader(LayoutReader):
             except ImageError as exc:
                 problems.add(str(exc))
                 continue
-            found = np.flatnonzero(np.bincount(values.ravel()))
-            found = found[found != 0]
-            if found.size != 1:
+            value = defect_value(values)
+            if value is None:
+                found = np.flatnonzero(np.bincount(values.ravel()))
+                found = found[found != 0]
                 problems.add(f"{f}: a ground-truth PNG must hold one nonzero pixel value, found "
                              f"{found.size} ({', '.join(map(str, found[:5]))})")
                 continue
-            value = int(found[0])
             if not config:
                 continue  # the config problem is already reported
             entry = config.get(value)

@@ -7,28 +7,53 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import cv2
 import numpy as np
 
+from synth.bitdepth import data_depth
 from synth.console import progress
-from synth.datasets.base import Listing, Reader
-from synth.errors import DatasetError
+from synth.datasets.base import Listing, Reader, size_mismatch
+from synth.errors import DatasetError, ImageError
+from synth.images import broken_link, defect_pixels, load_mask, read_raw
 
 
 def probe(path: Path) -> tuple[int, int] | str:
-    """(width, height) of an image after decoding it fully, or the reason it cannot be read."""
+    """(width, height) of an image after decoding it fully (upright), or the reason it cannot be read."""
+    result = _decode(path)
+    return result if isinstance(result, str) else (int(result.shape[1]), int(result.shape[0]))
+
+
+def _decode(path: Path) -> np.ndarray | str:
     try:
-        data = np.fromfile(path, dtype=np.uint8)
+        if path.suffix.lower() in (".jpg", ".jpeg") and not broken_link(path):
+            with open(path, "rb") as fh:
+                fh.seek(0, 2)
+                fh.seek(max(0, fh.tell() - 1024))
+                if b"\xff\xd9" not in fh.read():
+                    return f"{path}: truncated JPEG (no end-of-image marker)"
+        return read_raw(path)
     except OSError as exc:
         return f"{path}: cannot read file ({exc.strerror or exc})"
-    if data.size == 0:
-        return f"{path}: file is empty"
-    if path.suffix.lower() in (".jpg", ".jpeg") and b"\xff\xd9" not in data[-1024:].tobytes():
-        return f"{path}: truncated JPEG (no end-of-image marker)"
-    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
-    if img is None:
-        return f"{path}: not a readable image (corrupt or unsupported format)"
-    return int(img.shape[1]), int(img.shape[0])
+    except ImageError as exc:
+        return str(exc)
+
+
+def probe_mask(path: Path, pixel_value: int | None = None) -> tuple[tuple[int, int], str | None] | str:
+    """((width, height), note) of a mask after decoding it, or the reason it cannot be read; the note says
+    how a mask that is not two-level is read (see synth.images.defect_pixels and DefectRegion.mask)."""
+    try:
+        values = load_mask(path)
+    except ImageError as exc:
+        return str(exc)
+    size = (int(values.shape[1]), int(values.shape[0]))
+    if pixel_value is None:
+        note = defect_pixels(values, path)[1]
+    elif np.count_nonzero(values[(values != 0) & (values != pixel_value)]):
+        levels = np.unique(values).size
+        note = (f"holds {levels} values, not just 0 and its pixel value {pixel_value}: "
+                f"read as defect where value >= {(pixel_value + 1) // 2}")
+    else:
+        note = None
+    return size, (f"{path}: {note}" if note else None)
 
 
 def _listing(reader: Reader, category: str) -> Listing:
@@ -43,10 +68,16 @@ def _probe_all(paths: list[Path], desc: str) -> list[tuple[int, int] | str]:
         return list(progress(pool.map(probe, paths), desc=desc, total=len(paths)))
 
 
+def _probe_masks(jobs: list[tuple[Path, int | None]], desc: str) -> list:
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        return list(progress(pool.map(lambda job: probe_mask(*job), jobs), desc=desc, total=len(jobs)))
+
+
 def scan_category(reader: Reader, category: str) -> dict:
-    """Counts, image sizes and problems of one category (see `scan_dataset`)."""
+    """Counts, image sizes, bit depth, problems and notes of one category (see `scan_dataset`)."""
     listing = _listing(reader, category)
     problems = list(listing.problems)
+    notes: list[str] = []
     images = listing.train + listing.validation + [it.path for it in listing.test]
     sizes: dict[Path, tuple[int, int]] = {}
     for path, result in zip(images, _probe_all(images, f"scan {category} images"), strict=True):
@@ -54,24 +85,35 @@ def scan_category(reader: Reader, category: str) -> dict:
             problems.append(result)
         else:
             sizes[path] = result
-    pairs = [(it.path, it.mask_path) for it in listing.test if it.mask_path is not None]
-    pairs += [(it.path, r.path) for it in listing.test for r in it.regions]
-    for (image, mask), result in zip(pairs, _probe_all([m for _, m in pairs], f"scan {category} masks"),
-                                     strict=True):
+    depth = data_depth(listing.train)
+    if depth.bits is not None:
+        notes.append(f"images: {depth.describe()}; every image of {category} is scaled by 255/{2 ** depth.bits - 1}")
+    jobs = [(it.path, it.mask_path, None) for it in listing.test if it.mask_path is not None]
+    jobs += [(it.path, r.path, r.pixel_value) for it in listing.test for r in it.regions]
+    results = _probe_masks([(m, v) for _, m, v in jobs], f"scan {category} masks")
+    for (image, mask, _), result in zip(jobs, results, strict=True):
         if isinstance(result, str):
             problems.append(result)
-        elif image in sizes and result != sizes[image]:
-            w, h = sizes[image]
-            problems.append(f"{mask}: mask is {result[0]}x{result[1]} but its image {image} is {w}x{h}")
+            continue
+        (w, h), note = result
+        if note:
+            notes.append(note)
+        problem = size_mismatch(mask, (h, w), image, sizes[image][::-1]) if image in sizes else None
+        if problem:
+            problems.append(problem)
     size_counts = Counter(f"{w}x{h}" for w, h in sizes.values())
     return {"train": len(listing.train), "validation": len(listing.validation),
             "test": dict(sorted(Counter(it.split for it in listing.test).items())),
-            "masks": len(pairs), "sizes": dict(size_counts.most_common()), "problems": problems}
+            "masks": len(jobs), "sizes": dict(size_counts.most_common()), "bit_depth": depth.describe(),
+            "problems": list(dict.fromkeys(problems)), "notes": notes}
 
 
 def scan_dataset(reader: Reader, category: str | None = None) -> dict:
     """Counts, sizes and problems: {"dataset", "categories": {name: {train, validation, test: {split: n},
-    masks, sizes: {"WxH": n}, problems: [str]}}}.
+    masks, sizes: {"WxH": n}, bit_depth: str, problems: [str], notes: [str]}}}.
+
+    Problems (unreadable images, broken links, missing masks, masks of the wrong size) make `scan` fail;
+    notes (16-bit data depth, soft or lossy masks and how they are read) do not.
 
     Every image and mask is decoded (in threads, with a progress bar); problems are collected, not raised.
     """
@@ -98,6 +140,8 @@ def format_report(report: dict) -> str:
     lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     total = 0
     for name, c in report["categories"].items():
+        if c.get("notes"):
+            lines += ["", f"notes on {name}:"] + [f"  - {n}" for n in c["notes"]]
         if c["problems"]:
             lines += ["", f"problems in {name}:"] + [f"  - {p}" for p in c["problems"]]
             total += len(c["problems"])

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from synth.datasets.base import LayoutReader, Problems, TestItem
 from synth.errors import DatasetError
+from synth.images import broken_link
 
 CSV = Path("split_csv") / "1cls.csv"
 COLUMNS = ("object", "split", "label", "image", "mask")
@@ -33,7 +34,7 @@ class VisaReader(LayoutReader):
         if self._rows is None:
             path = self.root / CSV
             try:
-                with open(path, newline="") as fh:
+                with open(path, newline="", encoding="utf-8-sig") as fh:   # Excel writes a BOM
                     reader = csv.DictReader(fh)
                     missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
                     if missing:
@@ -60,6 +61,9 @@ class VisaReader(LayoutReader):
 
     def _file(self, value: str, line: int, what: str, problems: Problems) -> Path | None:
         path = self.root / value.strip()
+        if value.strip() and broken_link(path):
+            problems.add(f"{self._where(line)}: {what} {broken_link(path)}")
+            return None
         if not value.strip() or not path.is_file():
             problems.add(f"{self._where(line)}: {what} {path} does not exist")
             return None

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from synth.bitdepth import data_depth
 from synth.checkpoint import load_torch
 from synth.console import progress as progress_bar
 from synth.console import say
@@ -363,10 +364,11 @@ def fit_for_category(dataset: str, root: Path | None, category: str, size: int |
         raise DatasetError(f"{reader.root}: category {category!r} has no train images to fit a generator on")
     val_paths = reader.validation_images(category)[:32]
     extractor = get_extractor(edges, pidinet_weights)
+    bits = data_depth(train_paths).bits     # the category's one scale, as build uses
 
     def read(paths: list[Path], what: str) -> tuple[list, list]:
         bar = progress_bar(paths, desc=f"reading {what} images", total=len(paths)) if progress else paths
-        imgs = [resize_rgb(load_rgb(p), config.size) for p in bar]
+        imgs = [resize_rgb(load_rgb(p, bits), config.size) for p in bar]
         batch = getattr(extractor, "batch", None)
         return imgs, list(batch(imgs)) if batch else [extractor(im) for im in imgs]
 
