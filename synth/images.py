@@ -148,7 +148,7 @@ def defect_pixels(values: np.ndarray, path: Path | None = None) -> tuple[np.ndar
     compression noise of a JPEG mask do not count; masks whose values all stay below half the range hold
     labels: every nonzero pixel is defect.
     """
-    levels = np.unique(values)
+    levels = np.flatnonzero(np.bincount(values.ravel()))
     nonzero = levels[levels > 0]
     if nonzero.size <= 1:
         return values > 0, None

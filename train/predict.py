@@ -14,7 +14,7 @@ import numpy as np
 from synth.bitdepth import data_depth
 from synth.console import say
 from synth.errors import ImageError
-from synth.images import IMAGE_SUFFIXES, list_images, load_rgb, save_image
+from synth.images import IMAGE_SUFFIXES, broken_link, list_images, load_rgb, save_image
 from train.evaluate import batches, colour_overlay, infer, resolve_device, upsample_map
 from train.model import load_checkpoint
 
@@ -31,6 +31,8 @@ def expand_inputs(inputs: Sequence[Path]) -> list[Path]:
             paths.extend(found)
         elif p.is_file():
             paths.append(p)
+        elif broken_link(p):
+            raise ImageError(broken_link(p))
         else:
             raise ImageError(f"{p}: no such file or folder")
     if not paths:

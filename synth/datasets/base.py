@@ -142,6 +142,13 @@ class Listing:
     problems: list[str]
 
 
+def broken_links_in(folder: Path) -> list[str]:
+    """The problems of broken symbolic links directly inside a folder (a moved split or mask folder)."""
+    if not folder.is_dir():
+        return []
+    return [problem for p in sorted(folder.iterdir()) if (problem := broken_link(p))]
+
+
 def visible_dirs(folder: Path) -> list[Path]:
     """Sub-folders, sorted, without hidden ones."""
     if not folder.is_dir():

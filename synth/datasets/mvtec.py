@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from synth.datasets.base import LayoutReader, Problems, TestItem, find_mask, mask_index, visible_dirs
+from synth.datasets.base import (
+    LayoutReader,
+    Problems,
+    TestItem,
+    broken_links_in,
+    find_mask,
+    mask_index,
+    visible_dirs,
+)
 from synth.images import broken_link, list_images
 
 
@@ -15,6 +23,9 @@ def split_test_items(category_dir: Path, problems: Problems) -> list[TestItem]:
     `<stem>_mask.*` or `<stem>.*`.
     """
     items: list[TestItem] = []
+    for folder in (category_dir / "test", category_dir / "ground_truth"):
+        for problem in broken_links_in(folder):
+            problems.add(problem)
     for split_dir in visible_dirs(category_dir / "test"):
         split = split_dir.name
         if split == "good":

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from synth.datasets.base import DefectRegion, LayoutReader, Problems, TestItem, visible_dirs
+from synth.datasets.base import DefectRegion, LayoutReader, Problems, TestItem, broken_links_in, visible_dirs
 from synth.errors import DatasetError, ImageError
-from synth.images import list_images, load_mask
+from synth.images import broken_link, list_images, load_mask
 
 CONFIG = "defects_config.json"
 _KEYS = {"defect_name": str, "pixel_value": int, "saturation_threshold": (int, float),
@@ -107,6 +107,9 @@ class MvtecLocoReader(LayoutReader):
         cat = self.category_dir(category)
         config: dict[int, dict] | None = None
         items: list[TestItem] = []
+        for folder in (cat / "test", cat / "ground_truth"):
+            for problem in broken_links_in(folder):
+                problems.add(problem)
         for split_dir in visible_dirs(cat / "test"):
             split = split_dir.name
             if split == "good":
@@ -126,7 +129,9 @@ class MvtecLocoReader(LayoutReader):
     def _regions(self, gt_dir: Path, image: Path, config: dict[int, dict],
                  problems: Problems) -> tuple[DefectRegion, ...]:
         files = [p for p in list_images(gt_dir) if p.suffix.lower() == ".png"]
-        if not files:
+        if broken_link(gt_dir):
+            problems.add(f"{image}: its ground-truth folder {broken_link(gt_dir)}")
+        elif not files:
             problems.add(f"{image}: no ground truth (expected {gt_dir}/000.png ...)")
         regions = []
         for f in files:
