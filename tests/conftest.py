@@ -32,3 +32,18 @@ def toybox_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from synth.datasets.toybox import materialise
 
     return materialise(tmp_path_factory.mktemp("toybox"), seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny real (untrained) localization checkpoint at 32 px, for eval/predict tests."""
+    import torch
+
+    from train.model import LocalizationNet, ModelConfig, save_checkpoint
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    config = ModelConfig(preset="small", size=32, rec_widths=(4, 8, 8), seg_widths=(4, 8, 8))
+    path = tmp_path_factory.mktemp("ckpt") / "model.pt"
+    save_checkpoint(path, LocalizationNet(config), config)
+    return path

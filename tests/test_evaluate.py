@@ -2,7 +2,6 @@
 
 import csv
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,18 +14,8 @@ from synth.images import load_mask, load_rgb
 from train import metrics
 from train.cli import cli
 from train.evaluate import evaluate, infer, markdown_table, pool_kernel, upsample_map
-from train.model import LocalizationNet, ModelConfig, load_checkpoint, save_checkpoint
+from train.model import load_checkpoint
 from train.predict import predict
-
-
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    config = ModelConfig(preset="small", size=32, rec_widths=(4, 8, 8), seg_widths=(4, 8, 8))
-    path = tmp_path_factory.mktemp("ckpt") / "model.pt"
-    save_checkpoint(path, LocalizationNet(config), config)
-    return path
 
 
 def test_upsample_map_to_ground_truth_shape():

@@ -11,7 +11,6 @@ import cv2
 import h5py
 import numpy as np
 import pytest
-import torch
 from click.testing import CliRunner
 from PIL import Image
 
@@ -23,7 +22,6 @@ from synth.datasets.scan import scan_dataset
 from synth.errors import DatasetError, ImageError
 from synth.images import load_mask, load_rgb, read_defect_mask
 from train.evaluate import evaluate
-from train.model import LocalizationNet, ModelConfig, save_checkpoint
 from train.predict import predict
 
 H, W = 80, 100          # images are 100 wide, 80 high
@@ -64,16 +62,6 @@ def mvtec_category(root: Path, train: int = 3) -> Path:
     write(cat / "test" / "crack" / "000.png", disc_frame(3, 200, 90, np.uint8))
     write(cat / "ground_truth" / "crack" / "000_mask.png", box())
     return cat
-
-
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    config = ModelConfig(preset="small", size=32, rec_widths=(4, 8, 8), seg_widths=(4, 8, 8))
-    path = tmp_path_factory.mktemp("ckpt") / "model.pt"
-    save_checkpoint(path, LocalizationNet(config), config)
-    return path
 
 
 # ---------------------------------------------------------------- 1. 12-bit data in 16-bit files
