@@ -28,7 +28,8 @@ def broken_link(path: Path) -> str | None:
 
 
 def orientation(path: Path) -> int:
-    """The EXIF orientation (1..8) of a JPEG or PNG (cameras and phones store it), 1 when absent."""
+    """The EXIF orientation (1..8) of a JPEG or PNG (cameras and phones store it) that OpenCV's
+    IMREAD_UNCHANGED leaves unapplied; 1 when absent. TIFFs: OpenCV and Pillow both apply their tag."""
     if Path(path).suffix.lower() not in (".jpg", ".jpeg", ".png"):
         return 1
     try:

@@ -131,6 +131,24 @@ def test_predict_reads_twelve_bit_files_as_their_eight_bit_equivalent(tiny_check
     assert np.array_equal(load_rgb(tmp_path / "o1" / "0_overlay.png"), load_rgb(tmp_path / "o2" / "0_overlay.png"))
 
 
+def test_eval_reads_twelve_bit_categories_as_their_eight_bit_equivalent(tiny_checkpoint, tmp_path):
+    results = {}
+    for name, frame in (("deep", disc_frame), ("flat", lambda i: (disc_frame(i).astype(np.uint32) * 255 // 4095)
+                                                .astype(np.uint8))):
+        cat = tmp_path / name / "part"
+        for i in range(2):
+            write(cat / "train" / "good" / f"{i}.png", frame(i))
+        write(cat / "test" / "good" / "0.png", frame(2))
+        write(cat / "test" / "crack" / "0.png", frame(3))
+        write(cat / "ground_truth" / "crack" / "0_mask.png", box())
+        results[name] = evaluate(tiny_checkpoint, "mvtec", tmp_path / name, "part", tmp_path / f"ev-{name}",
+                                 device="cpu", n_heatmaps=1)
+    scores = {k: [im["score"] for im in r["images"]] for k, r in results.items()}
+    assert scores["deep"] == pytest.approx(scores["flat"], abs=1e-6)
+    figure = results["deep"]["heatmaps"][0]
+    assert np.array_equal(load_rgb(tmp_path / "ev-deep" / figure), load_rgb(tmp_path / "ev-flat" / figure))
+
+
 # ---------------------------------------------------------------- 2. broken symbolic links
 def dangle(link: Path, tmp_path: Path) -> Path:
     link.parent.mkdir(parents=True, exist_ok=True)
@@ -338,9 +356,11 @@ def test_exif_orientation_turns_phone_jpegs_upright(tmp_path):
     ex = Image.Exif()
     ex[0x0112] = 6                                                         # "rotate 90 CW to display"
     Image.fromarray(np.ascontiguousarray(stored)).save(tmp_path / "phone.jpg", exif=ex, quality=95)
-    out = load_rgb(tmp_path / "phone.jpg")
-    assert out.shape == (H, W, 3) and image_shape(tmp_path / "phone.jpg") == (H, W)
-    assert out[:8, :, 0].mean() > 200 and out[20:, :, 0].mean() < 30
+    Image.fromarray(np.ascontiguousarray(stored)).save(tmp_path / "scan.tif", exif=ex)
+    for name in ("phone.jpg", "scan.tif"):
+        out = load_rgb(tmp_path / name)
+        assert out.shape == (H, W, 3) and image_shape(tmp_path / name) == (H, W), name
+        assert out[:8, :, 0].mean() > 200 and out[20:, :, 0].mean() < 30, name
 
 
 def test_cmyk_jpeg_reads_as_its_colours(tmp_path):
