@@ -31,7 +31,8 @@ import numpy as np
 from synth import __version__
 from synth.bitdepth import data_depth
 from synth.console import progress, say
-from synth.errors import CheckpointError, DatasetError, LogicalError, ShardError
+from synth.errors import CheckpointError, DatasetError, ImageError, LogicalError, ShardError
+from synth.images import broken_link, is_image_entry
 from synth.pipeline import PERLIN, SYNTHESIZERS, SynthConfig, synthesize
 from synth.render.server import RENDER_MODES, RemoteRenderer, RenderServer, use_server
 from synth.shards import (
@@ -338,8 +339,10 @@ def _resolve_generator(generator: Path | None, directory: Path, dataset: str, ro
 def _textures(anomaly_source: Path | None) -> tuple[str, ...]:
     if anomaly_source is None:
         return ()
-    files = [p for p in sorted(Path(anomaly_source).rglob("*")) if p.suffix.lower() in
-             (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff") and p.is_file()]
+    files = [p for p in sorted(Path(anomaly_source).rglob("*")) if is_image_entry(p)]
+    broken = [problem for p in files if (problem := broken_link(p))]
+    if broken:
+        raise ImageError(f"--anomaly-source: {broken[0]}" + (f" (and {len(broken) - 1} more)" if broken[1:] else ""))
     if not files:
         raise DatasetError(f"--anomaly-source {anomaly_source}: no images found")
     return tuple(str(p.resolve()) for p in files)

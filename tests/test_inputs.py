@@ -195,6 +195,24 @@ def test_broken_mask_and_split_folders_say_so(tmp_path):
     assert not any("no ground truth (expected" in p for p in problems)
 
 
+def test_broken_texture_and_config_links(tmp_path):
+    root = tmp_path / "folder"
+    for i in range(2):
+        write(root / "part" / f"{i:03d}.png", disc_frame(i, 200, 90, np.uint8))
+    textures = tmp_path / "dtd"
+    write(textures / "a.jpg", disc_frame(0, 200, 90, np.uint8))
+    link = dangle(textures / "sub" / "b.jpg", tmp_path)
+    with pytest.raises(ImageError, match=f"--anomaly-source: {link}: broken symbolic link"):
+        build("folder", root, ["part"], out=tmp_path / "o", n=4, shard_size=4, size=64, synthesizer="perlin",
+              anomaly_source=textures)
+    loco = loco_category(tmp_path / "loco", {"000.png": box()})
+    config = loco / "part" / "defects_config.json"
+    config.unlink()
+    dangle(config, tmp_path)
+    problems = open_dataset("mvtec_loco", loco).listing("part").problems
+    assert any(p.startswith(f"{config}: broken symbolic link") for p in problems), problems
+
+
 @pytest.mark.parametrize("dataset", ["mvtec", "madsim", "folder", "mvtec_loco", "visa"])
 def test_every_reader_sees_broken_links(dataset, tmp_path):
     root = tmp_path / dataset

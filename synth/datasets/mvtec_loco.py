@@ -18,6 +18,8 @@ _KEYS = {"defect_name": str, "pixel_value": int, "saturation_threshold": (int, f
 
 def load_defects_config(path: Path) -> dict[int, dict]:
     """`defects_config.json` as {pixel_value: entry}; DatasetError naming the file if missing or malformed."""
+    if broken_link(path):
+        raise DatasetError(broken_link(path))
     try:
         entries = json.loads(Path(path).read_text(encoding="utf-8-sig"))   # editors may add a BOM
     except FileNotFoundError:
