@@ -119,10 +119,11 @@ def run_show(dataset: str, root: Path | None, category: str | None, n: int, out:
     if len(paths) < 2:
         raise DatasetError(f"{reader.root}: category {category!r} has {len(paths)} normal training image(s); "
                            "at least 2 are needed (another image's edges are part of every edit)")
-    renderer, standin = pick_renderer(dataset, category, generator, edges, size)
+    extractor = get_extractor(edges, pidinet_weights)
+    renderer, standin = pick_renderer(dataset, category, generator, extractor.identity, size)
     banner = STANDIN_BANNER if standin else f"generator {renderer.identity}"
     quality = None if standin else getattr(renderer, "quality", None)
-    sources = LazySources(paths, size, get_extractor(edges, pidinet_weights), renderer)
+    sources = LazySources(paths, size, extractor, renderer)
     samples = show_samples(sources, n, strategies, seed, category, renderer.render, quality)
     rows, labels = zip(*(sheet_row(sources, plan, composed) for plan, composed in samples), strict=True)
     save_image(out, contact_sheet(list(rows), list(labels), COLUMNS, banner=banner))
