@@ -13,6 +13,7 @@ import numpy as np
 
 from synth.datasets import toybox_draw as draw
 from synth.datasets.toybox import RULES, Scene, compartment_rect, drawing, scene_for
+from synth.rng import sample_rng
 
 
 def _scaled(poly: np.ndarray, size: int) -> np.ndarray:
@@ -77,7 +78,84 @@ def tray_part_masks(scene: Scene, size: int) -> np.ndarray:
 
 
 def part_masks(category: str, split: str, index: int, seed: int = 0, size: int = 256) -> np.ndarray:
-    """Part labels of toybox image `index` of `split` at `size` px (category `tray` only here)."""
+    """uint16 (size, size) part labels of toybox image `index` of `split` (0 = no part); category `tray`
+    here (another toybox category plugs its own drawing's masks in here, same contract)."""
     if category != "tray":
-        raise ValueError(f"toybox category {category!r} has no part masks here")
+        raise ValueError(f"no part masks for toybox category {category!r} here")
     return tray_part_masks(scene_for(seed, split, index), size)
+
+
+def carrier_mask(category: str, split: str, index: int, seed: int = 0, size: int = 256) -> np.ndarray:
+    """bool (size, size): the carrier the parts lie on (the tray) in toybox image `index` of `split`."""
+    if category != "tray":
+        raise ValueError(f"no carrier mask for toybox category {category!r} here")
+    return tray_mask(scene_for(seed, split, index), size)
+
+
+def covered(region: np.ndarray, mask: np.ndarray, pad: int, cover: float) -> bool:
+    """At least `cover` of the region's pixels lie within `pad` px of `mask` (False for an empty region)."""
+    if not region.any():
+        return False
+    disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * pad + 1, 2 * pad + 1))
+    near = cv2.dilate(mask.astype(np.uint8), disk) if pad else mask
+    return float(np.asarray(near, bool)[region].mean()) >= cover
+
+
+def is_part_edit(strategy: str, region: np.ndarray, parts: np.ndarray, carrier: np.ndarray,
+                 content: np.ndarray | None, other_parts: np.ndarray, size: int, cover: float = 0.5) -> bool:
+    """Whether a logical edit changes a part (benchmarks/region_share.py):
+    remove: its region lies on a part; replace: it takes `cover` of a part, and what comes in (`content`, the
+    other image's region its edges came from; None for a patch) is a part of the other image (the region
+    also holds where the new part lands, on the carrier); merge: what comes in is a part and it lands on
+    the carrier, not on a part. "Lies on" = `cover` of the region within twice the edit's pad (3 px at 256:
+    the pad around an edit region, and a part's drop shadow). `parts` are labels (0 = no part)."""
+    pad = 2 * max(2, round(3 * size / 256))
+    from_part = content is not None and covered(content, other_parts > 0, pad, cover)
+    if strategy == "remove":
+        return covered(region, parts > 0, pad, cover)
+    if strategy == "replace":
+        inside = np.bincount(parts[region].ravel(), minlength=int(parts.max()) + 1)[1:]
+        whole = np.bincount(parts.ravel(), minlength=int(parts.max()) + 1)[1:]
+        return bool((inside >= cover * np.maximum(whole, 1)).any()) and from_part
+    if strategy == "merge":
+        return from_part and covered(region, carrier, 0, cover) and not covered(region, parts > 0, 0, cover)
+    raise ValueError(f"{strategy!r} is not a logical strategy")
+
+
+def other_source(seed: int, category: str, index: int, sub: int, n: int) -> int:
+    """The source plan_sample took E_i from (its draws, in its order, from the attempt's stream)."""
+    rng = sample_rng(seed, category, index, sub + 1)
+    source = int(rng.integers(n))
+    return (source + 1 + int(rng.integers(n - 1))) % n
+
+
+def logical_edit_share(sources, index_of: list[int], n: int, size: int, seed: int, cover: float = 0.5,
+                       category: str = "tray") -> dict[str, dict]:
+    """{strategy: {"planned", "no_region", "on_part", "share"}}: the edits `build --strategies S` plans for
+    samples 0..n-1 (plan_sample, same seeds) on `sources` (toybox `train` images `index_of[i]` prepared at
+    `size`), judged by `is_part_edit`."""
+    from synth.edits import LOGICAL_STRATEGIES
+    from synth.pipeline import plan_sample
+    from synth.preview import strategy_config
+
+    truth = {k: (part_masks(category, "train", k, size=size), carrier_mask(category, "train", k, size=size))
+             for k in set(index_of)}
+    out = {}
+    for strategy in LOGICAL_STRATEGIES:
+        config = strategy_config(strategy)
+        planned = good = missing = 0
+        for i in range(n):
+            plan = plan_sample(sources, i, seed, category, config)
+            if plan.edit is None:
+                missing += 1
+                continue
+            planned += 1
+            parts, carrier = truth[index_of[plan.source]]
+            other = other_source(seed, category, i, plan.sub, len(sources))
+            label = plan.edit.params.get("other_label")
+            content = None if label is None else sources[other].regions == label
+            good += is_part_edit(strategy, plan.edit.region, parts, carrier, content, truth[index_of[other]][0],
+                                 size, cover)
+        out[strategy] = {"planned": planned, "no_region": missing, "on_part": good,
+                         "share": good / max(planned, 1)}
+    return out
