@@ -52,21 +52,23 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cover", type=float, default=0.5)
     parser.add_argument("--root", type=Path, default=None, help="toybox root (default data/raw/toybox)")
+    parser.add_argument("--category", default="tray", help="toybox category (its part and carrier masks must "
+                        "be known to synth.datasets.toybox_truth)")
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "2")
     reader = open_dataset("toybox", args.root)
-    paths = reader.train_images("tray")[: args.sources]
+    paths = reader.train_images(args.category)[: args.sources]
     extractor = get_extractor("classic")
     sources = [prepare_source(p, args.size, extractor) for p in paths]
     index_of = [int(p.stem) for p in paths]
-    result = logical_edit_share(sources, index_of, args.n, args.size, args.seed, args.cover)
-    print(f"toybox tray, {len(sources)} sources at {args.size} px, {args.n} samples per strategy, "
+    result = logical_edit_share(sources, index_of, args.n, args.size, args.seed, args.cover, args.category)
+    print(f"toybox {args.category}, {len(sources)} sources at {args.size} px, {args.n} samples per strategy, "
           f"edges {extractor.identity}, cover >= {args.cover}")
     print("| strategy | planned | no region | on a part | share |")
     print("|---|---|---|---|---|")
     for strategy, r in result.items():
         print(f"| {strategy} | {r['planned']} | {r['no_region']} | {r['on_part']} | {r['share']:.3f} |")
-    found, total, on, regions = region_quality(sources, index_of, args.size)
+    found, total, on, regions = region_quality(sources, index_of, args.size, args.category)
     print(f"semantic regions: {found}/{total} drawn parts found, {on}/{regions} regions on a part")
 
 
