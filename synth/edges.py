@@ -128,7 +128,7 @@ class ClassicEdges:
     """Multi-scale colour gradient edges plus visible thin lines: thin, in [0, 1], unchanged by a global gain
     or brightness offset.
 
-    Steps edges: linear opponent colour channels; Di Zenzo structure tensor at three Gaussian scales, averaged
+    Step edges: linear opponent colour channels; Di Zenzo structure tensor at three Gaussian scales, averaged
     (step edges answer alike at every scale, fine texture and noise only at the finest, so averaging favours
     object outlines); magnitude divided by a blend of a robust global level (a high percentile) and the local
     mean magnitude, so weak edges in a quiet area count as much as strong edges in a busy one.
@@ -137,9 +137,11 @@ class ClassicEdges:
     is the Hessian line response measured against what is visible: divided by the local median line
     response (`salience` times it: a lone line on a quiet carrier stands out, wood grain or crumb texture
     does not stand out from itself) and by the JND map (`visibility` JND units of curvature: no lines in
-    sensor noise), the smaller of the two counting. Where it beats the step strength it replaces it.
-    Then non-maximum suppression along the edge normal and soft hysteresis (`low`, `high`).
-    Measured on toybox drawn lines and hazelnut_toy: benchmarks/edge_recall.py.
+    sensor noise), the smaller of the two counting, softly capped just above `high`. Steps and lines are
+    thinned apart (non-maximum suppression across each), a line crest replaces the step maxima within
+    2 px that it beats, then soft hysteresis (`low`, `high`; v2 lowers `low` to 0.1 so a faint wall stays
+    connected). Measured on toybox drawn lines and hazelnut_toy (benchmarks/edge_recall.py): recall of the
+    drawn walls and outlines 0.57 -> 0.93 at 128 px, 0.88 -> 0.96 at 256 px.
     """
 
     def __init__(
