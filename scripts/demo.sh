@@ -17,6 +17,14 @@ $BIN/logical-synth scan --dataset toybox
 
 step "2/6 fit the tiny edge-to-image generator on toybox normals"
 GEN=$DATA/toybox/tray/generator.pt
+# a generator fitted on another edge extractor version or size cannot render today's edge maps: refit it
+if [ -f "$GEN" ] && ! $BIN/python -c 'import sys; from synth.edges import get_extractor
+from synth.render.generator import load_generator
+load_generator(sys.argv[1], edges=get_extractor("classic").identity, size=int(sys.argv[2]), device="cpu")' \
+    "$GEN" $SIZE 2>/dev/null; then
+  echo "$GEN was fitted on other edges or at another size: refitting it"
+  rm -f "$GEN" "${GEN%.pt}.train.pt"
+fi
 if [ -f "$GEN" ]; then echo "reusing $GEN"; else
   $BIN/logical-synth fit-generator --dataset toybox --category tray --preset tiny --size $SIZE --out "$GEN"
 fi

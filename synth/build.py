@@ -352,9 +352,11 @@ def build_category(reader, category: str, *, n: int, size: int, out: Path, seed:
                    workers: int, generator: Path | None, edges: str, pidinet_weights: Path | None,
                    strategies, mix, synthesizer: str, shards, finalize_now: bool, backend: str,
                    scheduler: str | None, skip_bad: bool, device: str, anomaly_source: Path | None,
-                   render: str = "auto") -> dict:
-    """Prepare, generate and (when complete) finalize one category; its report."""
+                   render: str = "auto", regions: Path | None = None) -> dict:
+    """Prepare, generate and (when complete) finalize one category; its report. `regions`: a folder of part
+    label images (synth.part_labels) used instead of the classical semantic regions."""
     from synth.edges import get_extractor
+    from synth.part_labels import label_files
 
     times = {}
     directory = (Path(out) / reader.name / category).resolve()
@@ -367,6 +369,7 @@ def build_category(reader, category: str, *, n: int, size: int, out: Path, seed:
     if len(paths) < 2:
         raise DatasetError(f"{reader.root}: category {category!r} has {len(paths)} normal training image(s); "
                            "at least 2 are needed")
+    labels = label_files(regions, paths, category) if regions is not None else None
     gen_path, renderer = None, None
     if synthesizer != PERLIN:
         t = time.perf_counter()
@@ -384,7 +387,7 @@ def build_category(reader, category: str, *, n: int, size: int, out: Path, seed:
     with _backend(backend, scheduler, workers) as n_jobs:
         t = time.perf_counter()
         prepared = prepare(paths, Path(reader.root), directory, size, edges, weights, renderer, attrs,
-                           n_jobs, skip_bad)
+                           n_jobs, skip_bad, labels)
         times["prepare"] = time.perf_counter() - t
         if prepared.seconds is not None:    # made now, not reused: its time goes into the report
             _write_json(directory / BUILD_DIR / "prepare.json",
@@ -444,7 +447,7 @@ def build(dataset: str, root: Path | None, categories: Sequence[str] | None, n: 
           strategies: str | Sequence[str] | None = None, mix: str | dict | None = None,
           synthesizer: str = "logical", shards: str | None = None, finalize: bool = False,
           backend: str = "loky", scheduler: str | None = None, skip_bad: bool = False, device: str = "auto",
-          anomaly_source: Path | None = None, render: str = "auto") -> dict:
+          anomaly_source: Path | None = None, render: str = "auto", regions: Path | None = None) -> dict:
     """Build generated datasets under <out>/<dataset>/<category>/ for each category; {category: report}."""
     from synth.datasets import open_dataset
 
@@ -463,6 +466,8 @@ def build(dataset: str, root: Path | None, categories: Sequence[str] | None, n: 
         raise LogicalError("--render server needs workers on this machine; with --scheduler use --render inline")
     if anomaly_source is not None and not Path(anomaly_source).is_dir():
         raise DatasetError(f"--anomaly-source {anomaly_source}: not a folder")
+    if regions is not None and not Path(regions).is_dir():
+        raise DatasetError(f"--regions {regions}: not a folder")
     mix = parse_mix(mix)
     chosen = () if synthesizer == PERLIN else parse_strategies(strategies, strategy_kinds())
     if chosen:
@@ -486,7 +491,8 @@ def build(dataset: str, root: Path | None, categories: Sequence[str] | None, n: 
             workers=workers, generator=generator, edges=edges, pidinet_weights=pidinet_weights,
             strategies=chosen, mix=mix, synthesizer=synthesizer, shards=shards, finalize_now=finalize,
             backend=backend, scheduler=scheduler, skip_bad=skip_bad, device=device,
-            anomaly_source=Path(anomaly_source) if anomaly_source else None, render=render)
+            anomaly_source=Path(anomaly_source) if anomaly_source else None, render=render,
+            regions=Path(regions) if regions else None)
         except OSError as exc:
             if not _out_of_disk(exc):
                 raise

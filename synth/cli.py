@@ -180,11 +180,14 @@ def export_command(path: str, fmt: str, out: str) -> None:
                    "auto: server on CUDA with local workers. The shards are the same either way.")
 @click.option("--anomaly-source", type=click.Path(file_okay=False), default=None,
               help="Texture images for the Perlin synthesizer (DTD in DRAEM); default: the image itself.")
+@click.option("--regions", type=click.Path(file_okay=False), default=None,
+              help="Folder of part label images, one <stem>.png per normal image (0 = background, 1..K = "
+                   "parts; e.g. from SAM), used instead of the classical semantic regions.")
 def build_command(dataset: str, root: str | None, categories: tuple[str, ...], n: int, size: int, out: str,
                   seed: int, shard_size: int, workers: int, generator: str | None, edges: str,
                   pidinet_weights: str | None, strategies: str | None, mix: str, synthesizer: str,
                   shards: str | None, finalize: bool, backend: str, scheduler: str | None, skip_bad: bool,
-                  device: str, render: str, anomaly_source: str | None) -> None:
+                  device: str, render: str, anomaly_source: str | None, regions: str | None) -> None:
     """Build generated datasets: prepare sources once, then make shards in parallel (resumable)."""
     from pathlib import Path
 
@@ -196,7 +199,7 @@ def build_command(dataset: str, root: str | None, categories: tuple[str, ...], n
     reports = build(dataset, opt_path(root), list(categories) or None, n, size, Path(out), seed, shard_size,
                     workers, opt_path(generator), edges, opt_path(pidinet_weights), strategies, mix,
                     synthesizer, shards, finalize, backend, scheduler, skip_bad, device,
-                    opt_path(anomaly_source), render)
+                    opt_path(anomaly_source), render, opt_path(regions))
     click.echo(format_report(reports))
 
 
@@ -241,8 +244,12 @@ def scan_command(dataset: str, root: str | None, category: str | None, as_json: 
               help="PiDiNet checkpoint (table5_pidinet.pth) for --edges pidinet.")
 @click.option("--generator", type=click.Path(), default=None,
               help="Fitted generator (default data/<dataset>/<category>/generator.pt; stand-in when absent).")
+@click.option("--regions", type=click.Path(file_okay=False), default=None,
+              help="Folder of part label images, one <stem>.png per normal image (0 = background, 1..K = "
+                   "parts; e.g. from SAM), used instead of the classical semantic regions.")
 def show_command(dataset: str, root: str | None, category: str | None, n: int, out: str, seed: int, size: int,
-                 strategies: str, edges: str, pidinet_weights: str | None, generator: str | None) -> None:
+                 strategies: str, edges: str, pidinet_weights: str | None, generator: str | None,
+                 regions: str | None) -> None:
     """Preview synthetic anomalies: per row normal edge | anomaly edge | target mask | anomaly | normal."""
     from pathlib import Path
 
@@ -259,7 +266,7 @@ def show_command(dataset: str, root: str | None, category: str | None, n: int, o
         return Path(p) if p else None
 
     path, standin, notes = run_show(dataset, opt(root), category, n, Path(out), seed, size, names, edges,
-                                    opt(pidinet_weights), opt(generator))
+                                    opt(pidinet_weights), opt(generator), opt(regions))
     if standin:
         say("note: no fitted generator found; the sheet shows the STAND-IN renderer (edges painted on a "
             "blurred normal image), not the method's generator. Fit one with `logical-synth fit-generator`.")

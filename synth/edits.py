@@ -88,14 +88,20 @@ class _Target:
 
 
 def _choose_target(regions: np.ndarray | None, foreground: np.ndarray, rng: np.random.Generator,
-                   semantic_p: float, pad: int, edge: np.ndarray) -> _Target:
+                   semantic_p: float, pad: int, edge: np.ndarray, on_parts: bool = False) -> _Target:
     """A semantic region (dilated by `pad`) with probability `semantic_p` when there are any, else arbitrary
-    (centred on an edge pixel of the foreground: edits go on structure, not on blank carrier)."""
+    (centred on an edge pixel of the foreground: edits go on structure, not on blank carrier). With
+    `on_parts` (logical edits) and semantic regions present, the arbitrary shapes are centred on a part and
+    kept within 2 `pad` of the parts: a piece of a part goes missing or is swapped, never a piece of the
+    carrier's outline or of the background."""
     has = regions is not None and regions.any()
     labels = np.flatnonzero(np.bincount(regions.ravel())[1:]) + 1 if has else []
     if len(labels) and rng.random() < semantic_p:
         k = int(labels[rng.integers(len(labels))])
         return _Target(dilate(regions == k, pad), "semantic", k)
+    if on_parts and len(labels):
+        parts = dilate(regions > 0, 2 * pad)
+        return _Target(arbitrary_region(foreground.shape, foreground & parts, rng, near=regions > 0), "arbitrary")
     return _Target(arbitrary_region(foreground.shape, foreground, rng, near=edge > 0.5), "arbitrary")
 
 
@@ -330,7 +336,8 @@ def plan_edit(strategy: str, edge: np.ndarray, foreground: np.ndarray, regions: 
         if strategy == "stroke":
             target = _Target(np.zeros_like(foreground), "stroke")
         else:
-            target = _choose_target(regions, foreground, rng, semantic_p, pad, edge)
+            target = _choose_target(regions, foreground, rng, semantic_p, pad, edge,
+                                    on_parts=KIND_OF[strategy] == "logical")
             if not target.mask.any():
                 continue
         made = _PLANNERS[strategy](edge=edge, target=target, other_edge=np.asarray(other_edge, np.float32),

@@ -55,22 +55,32 @@ def quantise_edge(edge: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(np.asarray(edge, np.float32) * 255.0), 0, 255).astype(np.uint8)
 
 
-def prepare_source(path: Path, size: int, extractor, renderer=None, bits: int | None = None) -> SourceFeatures:
+def prepare_source(path: Path, size: int, extractor, renderer=None, bits: int | None = None,
+                   labels: Path | None = None) -> SourceFeatures:
     """Load and resize one normal image and compute its JND map, edges, foreground and candidate regions.
 
     `bits`: the data depth of the category's 16-bit files (synth.bitdepth.data_depth; None: the file's own).
 
     The render G(E_j) is made here only when `renderer` is given (build batches it over all sources instead).
+    `labels`: a part label image (synth.part_labels) used as the regions instead of the classical ones; its
+    parts join the foreground.
     """
     from synth.regions import foreground_mask, semantic_regions
 
-    image = resize_rgb(load_rgb(path, bits), size)
+    photo = load_rgb(path, bits)
+    image = resize_rgb(photo, size)
     jnd = jnd_map(image).astype(np.float32)
     edge = quantise_edge(extractor(image)).astype(np.float32) / 255.0
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")          # a whole-image foreground is legitimate (textures)
         foreground = np.asarray(foreground_mask(image, jnd), bool)
-    regions = np.asarray(semantic_regions(image, edge, foreground, jnd), np.uint16)
+    if labels is not None:
+        from synth.part_labels import read_part_labels
+
+        regions = read_part_labels(labels, photo.shape[:2], (image.shape[1], image.shape[0]))
+        foreground = foreground | (regions > 0)
+    else:
+        regions = np.asarray(semantic_regions(image, edge, foreground, jnd), np.uint16)
     render = None if renderer is None else renderer.render(edge[None], image[None])[0]
     return SourceFeatures(image, jnd, edge, foreground, regions, render)
 

@@ -36,11 +36,12 @@ STANDIN_BANNER = "STAND-IN RENDERER - no fitted generator"
 class LazySources:
     """The normal images `paths` as pipeline `Sources` (build's indexing), each prepared on first use."""
 
-    def __init__(self, paths: list[Path], size: int, extractor, renderer) -> None:
+    def __init__(self, paths: list[Path], size: int, extractor, renderer, labels: list[Path] | None = None) -> None:
         from synth.bitdepth import data_depth
 
         self.paths, self.size, self.extractor, self.renderer = list(paths), size, extractor, renderer
         self.bits = data_depth(self.paths).bits     # the category's one scale, as build uses
+        self.labels = labels
         self._ready: dict[int, SourceFeatures] = {}
 
     def __len__(self) -> int:
@@ -48,8 +49,9 @@ class LazySources:
 
     def __getitem__(self, index: int) -> SourceFeatures:
         if index not in self._ready:
+            labels = self.labels[index] if self.labels else None
             self._ready[index] = prepare_source(self.paths[index], self.size, self.extractor, self.renderer,
-                                                 self.bits)
+                                                self.bits, labels)
         return self._ready[index]
 
 
@@ -106,9 +108,9 @@ def pick_renderer(dataset: str, category: str, generator: Path | None, edges: st
 
 def run_show(dataset: str, root: Path | None, category: str | None, n: int, out: Path, seed: int, size: int,
              strategies: list[str], edges: str, pidinet_weights: Path | None,
-             generator: Path | None) -> tuple[Path, bool, list]:
+             generator: Path | None, regions: Path | None = None) -> tuple[Path, bool, list]:
     """Write the preview sheet of `n` samples; returns (path, used the stand-in renderer, row notes
-    (index, strategy, kind, tries))."""
+    (index, strategy, kind, tries)). `regions`: part label images instead of the classical regions."""
     from synth.datasets import open_dataset
     from synth.edges import get_extractor
     from synth.errors import DatasetError
@@ -123,10 +125,14 @@ def run_show(dataset: str, root: Path | None, category: str | None, n: int, out:
     if len(paths) < 2:
         raise DatasetError(f"{reader.root}: category {category!r} has {len(paths)} normal training image(s); "
                            "at least 2 are needed (another image's edges are part of every edit)")
-    renderer, standin = pick_renderer(dataset, category, generator, edges, size)
+    from synth.part_labels import label_files
+
+    labels = label_files(regions, paths, category) if regions is not None else None
+    extractor = get_extractor(edges, pidinet_weights)
+    renderer, standin = pick_renderer(dataset, category, generator, extractor.identity, size)
     banner = STANDIN_BANNER if standin else f"generator {renderer.identity}"
     quality = None if standin else getattr(renderer, "quality", None)
-    sources = LazySources(paths, size, get_extractor(edges, pidinet_weights), renderer)
+    sources = LazySources(paths, size, extractor, renderer, labels)
     samples = show_samples(sources, n, strategies, seed, category, renderer.render, quality)
     rows, labels = zip(*(sheet_row(sources, plan, composed) for plan, composed in samples), strict=True)
     save_image(out, contact_sheet(list(rows), list(labels), COLUMNS, banner=banner))

@@ -141,6 +141,9 @@ def foreground_mask(rgb: np.ndarray, jnd: np.ndarray, **options) -> np.ndarray:
     return mask
 
 
+_PART_WEAK = 0.5  # share of the part threshold a pixel needs to join a part touching the threshold
+
+
 def _grow_labels(labels: np.ndarray, allowed: np.ndarray, steps: int) -> np.ndarray:
     """Let labels spread into unlabelled `allowed` pixels, one 3x3 step at a time (nearest-label fill)."""
     out = labels.copy()
@@ -171,7 +174,13 @@ def _parts_on_carrier(rgb: np.ndarray, jnd: np.ndarray, foreground: np.ndarray, 
     if not (values > t).any() or np.median(values[values > t]) < contrast * max(np.median(values), 1e-3):
         return np.zeros_like(foreground)
     r = max(1, round(2 * short / 256.0))
-    parts = cv2.morphologyEx(((vis > t) & inner).astype(np.uint8), cv2.MORPH_CLOSE, _disk(r)).astype(bool)
+    # hysteresis: a part's fainter rim (a thin or dark part blurred by the resize) joins its brighter core
+    weak = (vis > _PART_WEAK * t) & inner
+    count, labels = cv2.connectedComponents(weak.astype(np.uint8), connectivity=8)
+    strong = np.zeros(count, bool)
+    strong[np.unique(labels[(vis > t) & inner])] = True
+    strong[0] = False
+    parts = cv2.morphologyEx(strong[labels].astype(np.uint8), cv2.MORPH_CLOSE, _disk(r)).astype(bool)
     parts = cv2.morphologyEx(fill_holes(parts).astype(np.uint8), cv2.MORPH_OPEN, _disk(r)).astype(bool)
     parts = drop_small(parts & foreground, min_area)  # rings (washers) are filled before opening
     # A part lies on the carrier: components reaching the foreground's rim (shadows, the object's own shaded

@@ -55,10 +55,12 @@ def _extractor(name: str, weights: str | None):
     return _EXTRACTORS[key]
 
 
-def _prepare_one(path: str, size: int, edges: str, weights: str | None, bits: int | None = None):
+def _prepare_one(path: str, size: int, edges: str, weights: str | None, bits: int | None = None,
+                 labels: str | None = None):
     """Features of one source, or the ImageError's message (collected and reported by the caller)."""
     try:
-        f = prepare_source(Path(path), size, _extractor(edges, weights), bits=bits)
+        f = prepare_source(Path(path), size, _extractor(edges, weights), bits=bits,
+                           labels=Path(labels) if labels else None)
     except ImageError as exc:
         return str(exc)
     jnd_u8 = np.clip(np.rint(f.jnd * JND_SCALE), 0, 255).astype(np.uint8)
@@ -78,19 +80,24 @@ def _reusable(target: Path, key: str) -> Prepared | None:
 
 
 def prepare(paths: list[Path], root: Path, directory: Path, size: int, edges: str, weights: str | None,
-            renderer, attrs: dict, workers: int, skip_bad: bool) -> Prepared:
-    """Make (or reuse) `<directory>/sources.h5` from the normal images `paths` (named relative to `root`)."""
+            renderer, attrs: dict, workers: int, skip_bad: bool, labels: list[Path] | None = None) -> Prepared:
+    """Make (or reuse) `<directory>/sources.h5` from the normal images `paths` (named relative to `root`);
+    `labels` (one part label image per path, synth.part_labels) replace the classical regions."""
     from joblib import Parallel, delayed
+
+    from synth.part_labels import labels_key
 
     target = directory / SOURCES
     key = content_key({**attrs, "renderer": getattr(renderer, "identity", "none"),
-                       "files": [(_name(p, root), p.stat().st_size if p.exists() else -1) for p in paths]})
+                       "files": [(_name(p, root), p.stat().st_size if p.exists() else -1) for p in paths],
+                       **({"labels": labels_key(labels)} if labels else {})})
     reused = _reusable(target, key)
     if reused is not None:
         say(f"{attrs['category']}: reusing {target} ({reused.sources} sources)")
         return reused
     t0 = time.perf_counter()
-    jobs = (delayed(_prepare_one)(str(p), size, edges, weights, attrs.get("bits") or None) for p in paths)
+    jobs = (delayed(_prepare_one)(str(p), size, edges, weights, attrs.get("bits") or None, str(lab) if lab else None)
+            for p, lab in zip(paths, labels or [None] * len(paths), strict=True))
     results = list(progress(Parallel(n_jobs=workers, return_as="generator")(jobs),
                             desc=f"{attrs['category']}: prepare sources", total=len(paths)))
     bad = [(p, r) for p, r in zip(paths, results, strict=True) if isinstance(r, str)]

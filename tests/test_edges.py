@@ -67,19 +67,24 @@ def test_hazelnut_maps_are_sparse_thin_lines(hazelnuts):
         assert core.sum() < 0.05 * lines.sum()
 
 
-@pytest.mark.parametrize("gain, offset", [(0.7, 0.0), (1.0, -40.0)])
-def test_stable_under_global_gain_and_brightness(hazelnuts, gain, offset):
-    extractor = ClassicEdges()
+@pytest.mark.parametrize("version, gain, offset, least", [
+    ("v1", 0.7, 0.0, (0.9, 0.9)), ("v1", 1.0, -40.0, (0.9, 0.9)), ("v2", 0.7, 0.0, (0.9, 0.9)),
+    # v2's lines are judged against the JND map, which depends on absolute luminance: darkening by an offset
+    # makes a few more faint lines visible (precision 0.89-0.95 on these images), it loses none
+    ("v2", 1.0, -40.0, (0.85, 0.9))])
+def test_stable_under_global_gain_and_brightness(hazelnuts, version, gain, offset, least):
+    extractor = ClassicEdges.v1() if version == "v1" else ClassicEdges()
     for img in hazelnuts:
         changed = np.clip(np.rint(img.astype(np.float32) * gain + offset), 0, 255).astype(np.uint8)
         a, b = extractor(img) > 0.5, extractor(changed) > 0.5
         precision, recall = near(a, 1)[b].mean(), near(b, 1)[a].mean()
-        assert precision > 0.9 and recall > 0.9, (precision, recall)
+        assert precision > least[0] and recall > least[1], (precision, recall)
 
 
 def test_batch_equals_single_calls_and_is_deterministic(hazelnuts):
     extractor = get_extractor("classic")
-    assert isinstance(extractor, EdgeExtractor) and extractor.identity == "classic-v1"
+    assert isinstance(extractor, EdgeExtractor) and extractor.identity == "classic-v2"
+    assert ClassicEdges.v1().identity == "classic-v1" and ClassicEdges(ridge=None).identity != "classic-v1"
     assert ClassicEdges(high=0.3).identity not in ("classic-v1", ClassicEdges(high=0.35).identity)
     maps = extractor.batch(hazelnuts[:2])
     for img, m in zip(hazelnuts[:2], maps, strict=True):
@@ -94,3 +99,20 @@ def test_get_extractor_errors_name_the_option_or_file(tmp_path):
         get_extractor("pidinet", missing)
     with pytest.raises(ValueError, match="sobel"):
         get_extractor("sobel")
+
+
+def test_v2_keeps_the_toybox_walls_that_v1_drops():
+    """Recall of the drawn tray walls and part outlines (within 2 px) at the demo size, against the drawing."""
+    from synth.datasets.toybox import render, scene_for
+    from synth.datasets.toybox_truth import structure_lines, tray_mask
+
+    v1, v2 = ClassicEdges.v1(), get_extractor("classic")
+    for index in range(3):
+        scene = scene_for(0, "train", index)
+        img = resize_rgb(render(scene), 128)
+        structure, _ = structure_lines(scene, 128)
+        wood = ~near(tray_mask(scene, 128), 4)
+        new, old = v2(img) > 0.5, v1(img) > 0.5
+        assert near(new, 2)[structure].mean() >= 0.9
+        assert near(old, 2)[structure].mean() < 0.7  # classic-v1 misses the thin light walls
+        assert new[wood].mean() < 0.03  # the wood grain stays nearly edge-free (0.4% over 10 images)

@@ -269,6 +269,6 @@ def test_cli_fits_a_category(hazelnut_root, tmp_path):
     assert result.exit_code == 0, result.output
     assert str(out) in result.output and "SSIM" in result.output
     ckpt = read_checkpoint(out)
-    assert ckpt["edges"] == "classic-v1" and ckpt["size"] == 32 and read_train_state(out)["epoch"] == 1
+    assert ckpt["edges"] == "classic-v2" and ckpt["size"] == 32 and read_train_state(out)["epoch"] == 1
     again = CliRunner().invoke(cli, args + ["--resume", "--size", "64"])
     assert again.exit_code == 1 and "Error:" in again.output and "--resume" in again.output

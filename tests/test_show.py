@@ -86,3 +86,21 @@ def test_show_rows_are_the_samples_build_makes(toybox_root):
     assert [p.strategy for p, _ in shown] == ["remove", "stroke"] * 3
     agree = [i for i, r in enumerate(built) if names[r.strategy] == shown[i][0].strategy]
     assert agree and all(same(built[i], shown[i]) for i in agree)
+
+
+def test_show_refuses_a_generator_fitted_on_older_classic_edges(toybox_root, tmp_path):
+    import torch
+
+    from synth.render.fitting import save_checkpoint
+    from synth.render.generator import FORMAT, VERSION, GeneratorConfig, GlobalGenerator
+
+    config = GeneratorConfig(ngf=8, n_down=1, n_blocks=1, size=64, ndf=8, n_layers_d=2, num_d=2)
+    torch.manual_seed(0)
+    path = tmp_path / "old.pt"
+    save_checkpoint(path, {"format": FORMAT, "version": VERSION, "config": config.to_dict(), "edges": "classic-v1",
+                           "size": 64, "state_dict": GlobalGenerator(config).state_dict(), "quality": {}})
+    args = ["show", "--dataset", "toybox", "--root", str(toybox_root), "--n", "1", "--size", "64",
+            "--generator", str(path), "--out", str(tmp_path / "s.png")]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 1 and "Error:" in result.output
+    assert "fitted on classic-v1 edges" in result.output and "refit" in result.output

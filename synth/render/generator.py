@@ -219,10 +219,13 @@ def check_compatible(path: Path, ckpt: dict, edges: str | None, size: int | None
         if not same:
             name = edges.split("-", 1)[0]
             asked = name if name == edges else f"{name} ({edges})"
+            other = have.split("-", 1)[0]
+            # same extractor name, other version: only a refit helps (the old version is not selectable)
+            instead = (f"the {name} extractor has changed since" if other == name
+                       else f"or use --edges {other}")
             raise CheckpointError(
                 f"{path} was fitted on {have} edges, but --edges {asked} was asked: refit with "
-                f"`logical-synth fit-generator --edges {name} --out {path}` "
-                f"or use --edges {have.split('-', 1)[0]}")
+                f"`logical-synth fit-generator --edges {name} --out {path}` ({instead})")
     if size is not None and int(size) != int(ckpt["size"]):
         raise CheckpointError(
             f"{path} was fitted at {ckpt['size']} px, but --size {size} was asked: refit with "
@@ -291,7 +294,7 @@ def load_generator(path: Path, edges: str | None = None, size: int | None = None
                    device: str = "auto") -> GeneratorRenderer:
     """The renderer of a fitted checkpoint, loaded once per process (cached by path, mtime and device).
 
-    `edges` is an extractor name ("classic", "pidinet") or full identity ("classic-v1"), `size` the image
+    `edges` is an extractor name ("classic", "pidinet") or full identity ("classic-v2"), `size` the image
     size the caller works at; a checkpoint fitted otherwise is refused with a CheckpointError saying how to
     refit.
     """
