@@ -235,8 +235,9 @@ def fit(cfg: TrainConfig) -> tuple[LocalizationNet, Path]:
                 sums[k] = sums.get(k, 0.0) + v.detach()
 
             if step % cfg.log_every == 0 or step == end:
-                now, n = time.perf_counter(), step - tick_step
+                n = step - tick_step
                 mean = {k: float(v) / n for k, v in sums.items()}
+                now = time.perf_counter()  # after float(): on CUDA the interval's queued steps have run
                 if not math.isfinite(mean["total"]):
                     raise LogicalError(f"training diverged: loss {mean} at step {step} (try a lower --lr)")
             if master and (step % cfg.log_every == 0 or step == end):
