@@ -1,22 +1,40 @@
 """Generator speed: inference images/s and training steps/s per preset, on CPU and (bf16) on CUDA if present.
 
+Each figure is the median of --repeats timed runs after one warm-up (benchmarks/timing.py).
+
     .venv/bin/python benchmarks/bench_generator.py [--presets tiny,base] [--tiny-batch 8]
         [--tiny-train-batch 4] [--base-batch 2] [--base-train-batch 1] [--repeats 3] [--threads N]
 """
 
 import argparse
-import time
 
 import numpy as np
 import torch
+from timing import median_seconds
 
 from synth.render.fitting import train_step
 from synth.render.generator import PRESETS, GeneratorRenderer, GlobalGenerator, MultiscaleDiscriminator, init_weights
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+def training_rate(gen: GlobalGenerator, disc: MultiscaleDiscriminator, edges: np.ndarray, batch: int,
+                  device: torch.device, repeats: int) -> tuple[float, dict[str, float]]:
+    """Steps/s of synth.render.fitting.train_step (G then D update, bf16 autocast and channels_last on CUDA)
+    at `batch` copies of edges[0] and random targets, median of `repeats` after one warm-up; and the last
+    step's losses. Moves `gen` and `disc` to `device` in training mode."""
+    memory = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+    gen, disc = gen.train().to(device, memory_format=memory), disc.to(device, memory_format=memory)
+    opt_g = torch.optim.Adam(gen.parameters(), 2e-4, betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam(disc.parameters(), 2e-4, betas=(0.5, 0.999))
+    size = edges.shape[-1]
+    e = torch.from_numpy(edges[:1]).repeat(batch, 1, 1)[:, None].to(device).contiguous(memory_format=memory)
+    real = (torch.rand(batch, 3, size, size, device=device) * 2 - 1).contiguous(memory_format=memory)
+    losses: dict[str, float] = {}
+
+    def step() -> None:
+        losses.update(train_step(gen, disc, opt_g, opt_d, e, real))
+
+    seconds, _ = median_seconds(step, device, repeats)
+    return 1.0 / seconds, losses
 
 
 def bench(preset: str, device: torch.device, infer_batch: int, train_batch: int, repeats: int) -> str:
@@ -29,29 +47,9 @@ def bench(preset: str, device: torch.device, infer_batch: int, train_batch: int,
     rng = np.random.default_rng(0)
     edges = (rng.random((infer_batch, config.size, config.size)) > 0.9).astype(np.float32)
     renderer = GeneratorRenderer(gen, config, "bench", device=device, max_batch=infer_batch)
-    renderer.render(edges)
-    _sync(device)
-    start = time.perf_counter()
-    for _ in range(repeats):
-        renderer.render(edges)
-    _sync(device)
-    images_per_s = repeats * infer_batch / (time.perf_counter() - start)
-
-    memory = torch.channels_last if device.type == "cuda" else torch.contiguous_format
-    gen, disc = gen.train().to(device, memory_format=memory), disc.to(device, memory_format=memory)
-    opt_g = torch.optim.Adam(gen.parameters(), 2e-4, betas=(0.5, 0.999))
-    opt_d = torch.optim.Adam(disc.parameters(), 2e-4, betas=(0.5, 0.999))
-    e = torch.from_numpy(edges[:1]).repeat(train_batch, 1, 1)[:, None].to(device)
-    e = e.contiguous(memory_format=memory)
-    real = (torch.rand(train_batch, 3, config.size, config.size, device=device) * 2 - 1).contiguous(
-        memory_format=memory)
-    train_step(gen, disc, opt_g, opt_d, e, real)
-    _sync(device)
-    start = time.perf_counter()
-    for _ in range(repeats):
-        train_step(gen, disc, opt_g, opt_d, e, real)
-    _sync(device)
-    steps_per_s = repeats / (time.perf_counter() - start)
+    seconds, _ = median_seconds(lambda: renderer.render(edges), device, repeats)
+    images_per_s = infer_batch / seconds
+    steps_per_s, _ = training_rate(gen, disc, edges, train_batch, device, repeats)
     params = sum(p.numel() for p in GlobalGenerator(config).parameters()) / 1e6
     kind = "cuda bf16" if device.type == "cuda" else f"cpu fp32 ({torch.get_num_threads()} threads)"
     return (f"{preset:5s} {config.size}px G {params:6.2f}M  {kind}: inference {images_per_s:8.2f} images/s "

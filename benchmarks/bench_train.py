@@ -13,6 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from timing import median_seconds
 from torch.utils.data import DataLoader
 
 from synth.shards import SOURCES, ShardWriter, shard_name, write_manifest, write_sources
@@ -86,7 +87,7 @@ def bench_items(directory: Path, size: int, normal_fraction: float) -> float:
 
 
 def bench_steps(preset: str, size: int, batch_size: int, steps: int, device: str) -> float:
-    """Seconds per training step (forward, losses, backward, Adam) after one warm-up step."""
+    """Seconds per training step (forward, losses, backward, Adam): median of `steps` after one warm-up."""
     torch.manual_seed(0)
     model = LocalizationNet(make_config(preset, size)).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
@@ -109,15 +110,7 @@ def bench_steps(preset: str, size: int, batch_size: int, steps: int, device: str
         loss.backward()
         opt.step()
 
-    step()
-    if cuda:
-        torch.cuda.synchronize()
-    t = time.perf_counter()
-    for _ in range(steps):
-        step()
-    if cuda:
-        torch.cuda.synchronize()
-    return (time.perf_counter() - t) / steps
+    return median_seconds(step, device, steps)[0]
 
 
 def main() -> None:

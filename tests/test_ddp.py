@@ -1,5 +1,6 @@
 """DDP: two CPU processes (gloo on 127.0.0.1) train in lockstep and end with identical weights."""
 
+import json
 import os
 import socket
 from pathlib import Path
@@ -42,3 +43,21 @@ def test_two_processes_end_with_identical_weights(tmp_path):
     # only rank 0 writes: one model, one log with one line per step
     assert (out / "model.pt").is_file()
     assert len((out / "log.jsonl").read_text().splitlines()) == 3
+
+
+def test_one_process_under_torchrun_runs_the_ddp_path(tmp_path):
+    """`torchrun --nproc_per_node 1` (RANK, WORLD_SIZE=1, MASTER_ADDR set) joins a process group, as
+    benchmarks/gpu_check.py relies on to show the DDP path starts on one GPU."""
+    shards, out = tmp_path / "ds", tmp_path / "run"
+    make_dataset(shards, n=8, shard_size=8)
+    mp.spawn(worker, args=(1, free_port(), str(shards), str(out), str(tmp_path)), nprocs=1, join=True)
+    assert json.loads((out / "train.json").read_text())["distributed"] is True
+    assert (tmp_path / "rank0.pt").is_file()
+
+
+def test_a_plain_run_stays_out_of_process_groups(tmp_path):
+    shards, out = tmp_path / "ds", tmp_path / "run"
+    make_dataset(shards, n=8, shard_size=8)
+    fit(TrainConfig(shards=shards, out=out, steps=1, batch_size=2, device="cpu", preset="small", size=32,
+                    workers=0))
+    assert json.loads((out / "train.json").read_text())["distributed"] is False

@@ -99,6 +99,21 @@ def test_render_uint8_batched_and_resized():
         renderer.render(edges[0])
 
 
+def test_bf16_render_stays_close_to_float32():
+    """The CUDA default (bf16 autocast) checked on the CPU, where autocast does bf16 too: the renders change,
+    but only in the low bits."""
+    gen, _ = _models()
+    edges = (np.random.default_rng(1).random((3, TINY.size, TINY.size)) > 0.9).astype(np.float32)
+    assert GeneratorRenderer(gen, TINY, "classic-v1").bf16 is False       # float32 on the CPU by default
+    fp32 = GeneratorRenderer(gen, TINY, "classic-v1", bf16=False).render(edges).astype(np.float64)
+    bf16 = GeneratorRenderer(gen, TINY, "classic-v1", bf16=True).render(edges).astype(np.float64)
+    assert bf16.shape == fp32.shape and fp32.std() > 5
+    diff = bf16 - fp32
+    assert np.abs(diff).max() > 0                                           # bf16 was really used
+    psnr = 10 * np.log10(255.0**2 / np.mean(diff**2))
+    assert psnr > 35 and np.linalg.norm(diff) / np.linalg.norm(fp32) < 0.03
+
+
 def test_training_steps_lower_the_loss(pairs):
     images, edges = pairs
     gen, disc = _models()

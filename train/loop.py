@@ -3,8 +3,9 @@
 Adam (lr 1e-4 for the base preset as in DRAEM, 1e-3 for small), x0.2 at 80% and 90% of the steps; bf16
 autocast + channels_last on CUDA, float32 on CPU; gradient clipping; an atomic checkpoint every
 `ckpt_every` steps (`last.pt`: weights, optimizer, scheduler, step, RNG; `model.pt`: weights + config) and
-`resume`; a JSON-lines log and a PNG of the loss curves. Under torchrun (RANK/WORLD_SIZE set) it runs DDP:
-NCCL on CUDA, gloo on CPU, each process reads its own part of every epoch (DistributedSampler) and only
+`resume`; a JSON-lines log (losses, samples/s, the share of the time spent waiting for the loader, peak CUDA
+memory) and a PNG of the loss curves. Under torchrun (RANK/WORLD_SIZE set, even with one process) it runs
+DDP: NCCL on CUDA, gloo on CPU, each process reads its own part of every epoch (DistributedSampler) and only
 rank 0 writes files.
 """
 
@@ -86,9 +87,10 @@ class SkipSampler(Sampler[tuple[int, int]]):
 
 
 def setup_distributed() -> tuple[int, int, int]:
-    """(rank, world size, local rank); joins the process group when started under torchrun."""
+    """(rank, world size, local rank); joins the process group when started under torchrun (which sets
+    RANK and MASTER_ADDR), also with a single process, so `torchrun --nproc_per_node 1` runs the DDP path."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
+    if world <= 1 and not ("RANK" in os.environ and "MASTER_ADDR" in os.environ):
         return 0, 1, 0
     rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     if not dist.is_initialized():
@@ -142,6 +144,7 @@ def restore(path: Path, model: LocalizationNet, config: ModelConfig, opt, sched,
 def fit(cfg: TrainConfig) -> tuple[LocalizationNet, Path]:
     """Train; returns the (unwrapped) model and the path of `<out>/model.pt` (written by rank 0)."""
     rank, world, local_rank = setup_distributed()
+    distributed = dist.is_initialized()
     master = rank == 0
     device = pick_device(cfg.device, local_rank)
     cuda = device.type == "cuda"
@@ -187,11 +190,12 @@ def fit(cfg: TrainConfig) -> tuple[LocalizationNet, Path]:
         keep_log(log_path, step)
         (out / "train.json").write_text(json.dumps(
             {"train": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()},
-             "model": model_cfg.to_dict(), "total_steps": total, "world_size": world}, indent=2) + "\n")
-    net = DistributedDataParallel(model, device_ids=[local_rank] if cuda else None) if world > 1 else model
+             "model": model_cfg.to_dict(), "total_steps": total, "world_size": world,
+             "distributed": distributed}, indent=2) + "\n")
+    net = DistributedDataParallel(model, device_ids=[local_rank] if cuda else None) if distributed else model
 
     def checkpoint() -> None:
-        if world > 1:
+        if distributed:
             average_buffers(model)  # every rank calls the collective; then all hold the saved statistics
         if not master:
             return
@@ -207,12 +211,14 @@ def fit(cfg: TrainConfig) -> tuple[LocalizationNet, Path]:
     bar = progress(None, "train", total=total, initial=step, disable=not master)
     start = step
     sums: dict[str, torch.Tensor] = {}
-    tick, tick_step = time.perf_counter(), step
+    tick, tick_step, waited = time.perf_counter(), step, 0.0
     net.train()
     while step < end:
         epoch, skip = divmod(step, per_epoch)
         order.epoch, order.skip = epoch, skip * cfg.batch_size
+        asked = time.perf_counter()
         for raw in loader:
+            waited += time.perf_counter() - asked  # blocked on the loader, not on the device
             batch = to_float(raw, device)
             x = batch["image"].contiguous(memory_format=torch.channels_last) if cuda else batch["image"]
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
@@ -229,27 +235,32 @@ def fit(cfg: TrainConfig) -> tuple[LocalizationNet, Path]:
                 sums[k] = sums.get(k, 0.0) + v.detach()
 
             if step % cfg.log_every == 0 or step == end:
-                now, n = time.perf_counter(), step - tick_step
+                n = step - tick_step
                 mean = {k: float(v) / n for k, v in sums.items()}
+                now = time.perf_counter()  # after float(): on CUDA the interval's queued steps have run
                 if not math.isfinite(mean["total"]):
                     raise LogicalError(f"training diverged: loss {mean} at step {step} (try a lower --lr)")
             if master and (step % cfg.log_every == 0 or step == end):
                 rate = n * cfg.batch_size * world / max(now - tick, 1e-9)
+                line = {"step": step, "epoch": epoch, "lr": opt.param_groups[0]["lr"], "loss": mean,
+                        "samples_per_s": round(rate, 2), "loader_wait": round(waited / max(now - tick, 1e-9), 4)}
+                if cuda:
+                    line["peak_memory_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
                 with open(log_path, "a") as f:
-                    f.write(json.dumps({"step": step, "epoch": epoch, "lr": opt.param_groups[0]["lr"],
-                                        "loss": mean, "samples_per_s": round(rate, 2)}) + "\n")
+                    f.write(json.dumps(line) + "\n")
                 bar.set_postfix(loss=f"{mean['total']:.4f}", seg=f"{mean['seg']:.4f}", sps=f"{rate:.0f}")
             if step % cfg.log_every == 0 or step == end:
-                sums, tick, tick_step = {}, time.perf_counter(), step
+                sums, tick, tick_step, waited = {}, time.perf_counter(), step, 0.0
             bar.update(1)
             if step % cfg.ckpt_every == 0 or step == end:
                 checkpoint()
             if step >= end:
                 break
+            asked = time.perf_counter()
     if start >= end:  # resumed a finished run: (re)write its model.pt, on every rank for the collective
         checkpoint()
     bar.close()
-    if world > 1:
+    if distributed:
         dist.barrier()
         dist.destroy_process_group()
     return model, model_path

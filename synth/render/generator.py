@@ -241,12 +241,17 @@ def _resize(arr: np.ndarray, w: int, h: int) -> np.ndarray:
 
 
 class GeneratorRenderer:
-    """A frozen generator as a Renderer: edge maps (B,H,W) float [0,1] -> images (B,H,W,3) uint8."""
+    """A frozen generator as a Renderer: edge maps (B,H,W) float [0,1] -> images (B,H,W,3) uint8.
+
+    `bf16`: run the network under bfloat16 autocast (default: on CUDA; float32 on the CPU). Forcing it either
+    way measures what bf16 changes in the renders (benchmarks/gpu_check.py).
+    """
 
     def __init__(self, model: GlobalGenerator, config: GeneratorConfig, edges_identity: str,
                  identity: str = "generator-unsaved", quality: dict | None = None,
-                 device: torch.device | str = "cpu", max_batch: int = 16) -> None:
+                 device: torch.device | str = "cpu", max_batch: int = 16, bf16: bool | None = None) -> None:
         self.device = torch.device(device)
+        self.bf16 = self.device.type == "cuda" if bf16 is None else bool(bf16)
         self.model = model.eval().to(self.device)
         if self.device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -279,9 +284,7 @@ class GeneratorRenderer:
         x = torch.from_numpy(np.ascontiguousarray(np.clip(edges, 0.0, 1.0)))[:, None].to(self.device)
         if self.device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast("cuda", dtype=torch.bfloat16):
-                y = self.model(x)
-        else:
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             y = self.model(x)
         y = ((y.float().clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8)
         return y.permute(0, 2, 3, 1).contiguous().cpu().numpy()
