@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from test_train import one_thread  # noqa: F401  (autouse: one torch thread)
 
 from synth.errors import CheckpointError, LogicalError
 from synth.images import save_image
@@ -15,14 +16,6 @@ from train.cli import cli
 from train.model import LocalizationNet, ModelConfig, read_checkpoint, save_checkpoint
 
 CONFIG = ModelConfig(preset="small", size=32, rec_widths=(4, 8, 8), seg_widths=(4, 8, 8))
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def checkpoint_with(tmp_path: Path, edit) -> Path:

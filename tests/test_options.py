@@ -6,19 +6,12 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
+from test_train import one_thread  # noqa: F401  (autouse: one torch thread)
 
 from synth.cli import cli as synth_cli
 from synth.errors import LogicalError
 from train.cli import cli as train_cli
 from train.model import PRESETS, LocalizationNet, ModelConfig, check_trainable, min_train_size
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_smallest_training_size_follows_the_depth():
