@@ -5,7 +5,9 @@ from __future__ import annotations
 import errno
 import os
 import sys
+import threading
 import time
+import weakref
 from collections.abc import Iterable, Iterator
 from typing import TextIO, TypeVar
 
@@ -58,8 +60,9 @@ class LineProgress:
 
         fit-generator: 120/600 (20%), 3.10 it/s, elapsed 0:38, ETA 2:35, g_gan=0.310 d_real=0.250
 
-    The same calls as a tqdm bar (iterate, `update`, `set_postfix`, `close`), so every loop gets it. A line is
-    only written when the loop reports progress: a single step longer than the period shows at its end.
+    The same calls as a tqdm bar (iterate, `update`, `set_postfix`, `close`), so every loop gets it. On the
+    real clock a background thread also writes a line when a step outlasts the period (a long shard), so a
+    log never stays silent for longer than `every_seconds`.
     """
 
     def __init__(self, items: Iterable[T] | None, desc: str, total: int | None = None, initial: int = 0,
@@ -76,6 +79,18 @@ class LineProgress:
         self._last_n, self._last_t = self.n, self._start
         self._postfix = ""
         self._closed = False
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        if clock is time.monotonic and every_seconds > 0:
+            # the thread holds only a weak reference: a bar dropped without close() stops beating
+            threading.Thread(target=_beat, args=(weakref.ref(self), self._stop, every_seconds / 4),
+                             daemon=True, name=f"progress {desc}").start()
+
+    def _heartbeat(self) -> None:
+        with self._lock:
+            now = self._clock()
+            if not self._closed and now - self._last_t >= self.every_seconds:
+                self._emit(now)
 
     def __iter__(self) -> Iterator[T]:
         try:
@@ -135,6 +150,10 @@ class LineProgress:
         return f"{text}, {self._postfix}" if self._postfix else text
 
     def _write(self, now: float) -> None:
+        with self._lock:
+            self._emit(now)
+
+    def _emit(self, now: float) -> None:
         self.stream.write(self.line(now) + "\n")
         self.stream.flush()
         self._last_n, self._last_t = self.n, now
@@ -144,8 +163,22 @@ class LineProgress:
         if self._closed:
             return
         self._closed = True
+        self._stop.set()
         if self.n != self._last_n or self.n == self._initial:
             self._write(self._clock())
+
+
+def _beat(ref: weakref.ref, stop: threading.Event, period: float) -> None:
+    """LineProgress's background writer: a line whenever the loop has been silent for a whole period."""
+    while not stop.wait(period):
+        bar = ref()
+        if bar is None:
+            return
+        try:
+            bar._heartbeat()
+        except (OSError, ValueError):      # the stream went away (interpreter shutting down)
+            return
+        del bar
 
 
 def _interactive(stream: TextIO) -> bool:

@@ -3,6 +3,7 @@ rate, ETA and current loss, instead of staying silent until they end."""
 
 import io
 import re
+import time
 
 import torch
 from tqdm import tqdm
@@ -47,6 +48,19 @@ def test_a_line_every_30_seconds_when_steps_are_slow():
     assert len(lines) == 20                                # every 5 steps (35 s)
     assert lines[0] == "fit-generator: 5/100 (5%), 0.143 it/s, elapsed 0:35, ETA 11:05, g_gan=0.496"
     assert all(re.search(r"ETA \d+:\d\d", line) for line in lines[:-1])
+
+
+def test_a_step_longer_than_the_period_still_writes_lines():
+    """One long step (a big shard): the log shows the run is alive every period, not only when it ends."""
+    stream = io.StringIO()
+    bar = LineProgress(None, "shards", total=2, stream=stream, every_seconds=0.2)
+    time.sleep(0.7)
+    bar.update(1)
+    bar.update(1)
+    bar.close()
+    lines = stream.getvalue().splitlines()
+    assert len(lines) >= 3 and lines[0].startswith("shards: 0/2 (0%), 0 it/s, elapsed 0:00")
+    assert lines[-1].startswith("shards: 2/2 (100%)")
 
 
 def test_terminal_gets_a_bar_and_logs_get_lines(capsys, monkeypatch):
