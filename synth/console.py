@@ -19,7 +19,8 @@ from synth.errors import LogicalError
 T = TypeVar("T")
 
 LINE_FRACTION = 0.1       # without a terminal: a progress line every 10% of the work ...
-LINE_SECONDS = 30.0       # ... or every 30 s, whichever comes first
+LINE_SECONDS = 30.0       # ... or every 30 s, whichever comes first,
+LINE_MIN_SECONDS = 1.0    # but not more often than once a second (a quick loop gets only its final line)
 
 
 # OSErrors that are the user's to fix (a path under a file, no permission, a full or read-only disk): shown
@@ -56,7 +57,8 @@ def _duration(seconds: float) -> str:
 
 class LineProgress:
     """Progress for logs (stderr redirected to a file: nohup, cluster jobs, CI): one plain line every
-    `LINE_FRACTION` of `total` or `LINE_SECONDS`, whichever comes first, and one at the end, e.g.
+    `LINE_FRACTION` of `total` or `LINE_SECONDS`, whichever comes first (at most one a second), and one at
+    the end, e.g.
 
         fit-generator: 120/600 (20%), 3.10 it/s, elapsed 0:38, ETA 2:35, g_gan=0.310 d_real=0.250
 
@@ -115,7 +117,7 @@ class LineProgress:
         if now - self._last_t >= self.every_seconds:
             return True
         step = max(1.0, self.every_fraction * self.total) if self.total else None
-        return step is not None and self.n - self._last_n >= step
+        return step is not None and self.n - self._last_n >= step and now - self._last_t >= LINE_MIN_SECONDS
 
     def update(self, n: int = 1) -> None:
         """Count `n` more units of work done; writes a line when one is due."""

@@ -5,6 +5,7 @@ import io
 import re
 import time
 
+import pytest
 import torch
 from tqdm import tqdm
 
@@ -38,6 +39,11 @@ def test_a_line_every_tenth_of_the_work():
     assert len(lines) == 10
     assert lines[0] == "fit-generator: 20/200 (10%), 10 it/s, elapsed 0:02, ETA 0:18, g_gan=0.481"
     assert lines[-1].startswith("fit-generator: 200/200 (100%), 10 it/s, elapsed 0:20, g_gan=0.301")
+
+
+def test_a_quick_loop_writes_only_its_last_line():
+    lines = run(100, 0.004)                                # 0.4 s in all: no line a second apart
+    assert lines == ["fit-generator: 100/100 (100%), 250 it/s, elapsed 0:00, g_gan=0.401"]
 
 
 def test_a_line_every_30_seconds_when_steps_are_slow():
@@ -78,7 +84,13 @@ def test_terminal_gets_a_bar_and_logs_get_lines(capsys, monkeypatch):
     assert capsys.readouterr().err == ""
 
 
-def test_fit_generator_reports_progress_into_a_redirected_stream(toybox_root, tmp_path, capsys):
+@pytest.fixture()
+def every_tenth(monkeypatch):
+    """Lines at every 10% however quick the steps (test runs are far shorter than a second per 10%)."""
+    monkeypatch.setattr("synth.console.LINE_MIN_SECONDS", 0.0)
+
+
+def test_fit_generator_reports_progress_into_a_redirected_stream(toybox_root, tmp_path, capsys, every_tenth):
     from synth.render.fitting import fit_for_category
 
     torch.set_num_threads(1)
@@ -91,7 +103,7 @@ def test_fit_generator_reports_progress_into_a_redirected_stream(toybox_root, tm
     assert lines[-1].startswith("fit-generator: 30/30 (100%)")
 
 
-def test_training_reports_step_rate_and_loss(tmp_path, capsys):
+def test_training_reports_step_rate_and_loss(tmp_path, capsys, every_tenth):
     import test_train
 
     from train.loop import fit
