@@ -2,6 +2,7 @@
 atomic saving (temporary file, fsync, rename), shared by the generator, PiDiNet and the localizer.
 """
 
+import math
 import os
 from pathlib import Path
 
@@ -46,9 +47,12 @@ def load_torch(path: Path, what: str, fmt: str | None = None, version: int | Non
 
 
 def non_finite(obj, prefix: str = "") -> list[str]:
-    """Names (dotted keys) of the floating-point tensors inside nested dicts/lists that hold NaN or inf."""
+    """Names (dotted keys) of the floating-point tensors and numbers inside nested dicts/lists that hold NaN
+    or inf (weights, and figures such as a generator's quality)."""
     if isinstance(obj, torch.Tensor):
         return [prefix or "tensor"] if obj.is_floating_point() and not bool(torch.isfinite(obj).all()) else []
+    if isinstance(obj, float):
+        return [] if math.isfinite(obj) else [prefix or "value"]
     items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, (list, tuple)) else ()
     return [name for k, v in items for name in non_finite(v, f"{prefix}.{k}" if prefix else str(k))]
 

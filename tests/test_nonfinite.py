@@ -85,6 +85,11 @@ def test_generator_with_nan_weights_is_refused_naming_the_file(tmp_path):
                 "size": config.size, "state_dict": state, "quality": {}}, path)
     with pytest.raises(CheckpointError, match=f"{path}: .*non-finite"):
         load_generator(path, device="cpu")
+    torch.save({"format": FORMAT, "version": VERSION, "config": config.to_dict(), "edges": "classic-v1",
+                "size": config.size, "state_dict": GlobalGenerator(config).state_dict(),
+                "quality": {"ssim_mean": float("nan")}}, path)   # a NaN figure would disable collapse rejection
+    with pytest.raises(CheckpointError, match=r"non-finite numbers \(NaN or infinity\) in quality.ssim_mean"):
+        load_generator(path, device="cpu")
 
 
 def test_training_stops_at_a_non_finite_loss_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
