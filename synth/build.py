@@ -44,13 +44,13 @@ from synth.shards import (
     ShardWriter,
     atomic_path,
     check_space,
+    h5_writer_state,
     sha256_file,
     shard_name,
     write_manifest,
 )
-from synth.sources import RENDER_BATCH, close_stores, content_key, open_store, prepare
+from synth.sources import BUILD_DIR, RENDER_BATCH, close_stores, content_key, open_store, prepare
 
-BUILD_DIR = ".build"       # sidecars: per-shard checksums and stats, prepare timing
 BACKENDS = ("loky", "dask")
 
 
@@ -199,13 +199,21 @@ def make_shard(job: Job, k: int) -> dict:
 
 def shard_done(directory: Path, k: int, key: str, checksum: bool = True) -> dict | None:
     """The sidecar stats of shard k when the shard is complete, of this build, and its checksum verifies."""
+    return None if _shard_problem(directory, k, key, checksum) else _read_json(_sidecar(directory, k))
+
+
+def _shard_problem(directory: Path, k: int, key: str, checksum: bool = True) -> str | None:
+    """Why shard k cannot be kept ("missing", "other build", or how it changed since it was written)."""
     stats = _read_json(_sidecar(directory, k))
     path = Path(directory) / shard_name(k)
-    if not stats or stats.get("key") != key or not path.is_file() or path.stat().st_size != stats.get("size"):
-        return None
-    if checksum and sha256_file(path) != stats.get("sha256"):
-        return None
-    return stats
+    if not stats or stats.get("key") != key or not path.is_file():
+        return "missing" if not stats or not path.is_file() else "other build"
+    state = h5_writer_state(path)
+    if state:
+        return state
+    if path.stat().st_size != stats.get("size") or (checksum and sha256_file(path) != stats.get("sha256")):
+        return f"{path}: changed after the build wrote it (sha256 differs from the one recorded at write time)"
+    return None
 
 
 @contextlib.contextmanager
@@ -271,16 +279,22 @@ def _tidy(directory: Path, count: int) -> None:
                 _sidecar(directory, int(m.group(1))).unlink(missing_ok=True)
 
 
-def finalize(job: Job, meta: dict, fresh: dict[int, dict] | None = None) -> dict:
+def finalize(job: Job, meta: dict, fresh: dict[int, dict] | None = None,
+             verified: dict[str, dict] | None = None) -> dict:
     """Check every shard, then write manifest.json with counts, rejections, timings and every file's sha256.
 
-    `fresh`: stats of shards this run just made (their checksums were computed as they were written).
+    `fresh`: stats of shards this run just made or verified (their checksums were computed as they were
+    written, or checked against those). `verified`: {name: {"sha256", "size"}} of the other files this run
+    wrote or verified (sources.h5, generator.pt). The manifest lists exactly these files with exactly these
+    checksums: it never seals a file that this run neither wrote nor verified.
     """
     directory, fresh = Path(job.directory), fresh or {}
     stats, missing = [], []
     for k in range(job.shard_count):
         s = fresh.get(k) or shard_done(directory, k, job.key)
         (stats.append(s) if s else missing.append(k))
+    files = {**(verified or {}), **{shard_name(s["shard"]): {"sha256": s["sha256"], "size": s["size"]}
+                                    for s in stats}}
     if missing:
         raise ShardError(f"{directory}: shards {_ranges(missing)} of {job.shard_count} are missing or do not "
                          "verify; make them (e.g. `--shards A-B`), then run with --finalize")
@@ -302,7 +316,7 @@ def finalize(job: Job, meta: dict, fresh: dict[int, dict] | None = None) -> dict
     manifest = {"dataset": meta["dataset"], "category": job.category, "licence": meta["licence"],
                 "config": meta["config"], "seed": job.seed, "n": job.n, "shard_size": job.shard_size,
                 "counts": counts, "report": report}
-    write_manifest(directory, manifest)
+    write_manifest(directory, manifest, known=files, only_known=True)
     return manifest
 
 
@@ -370,7 +384,7 @@ def build_category(reader, category: str, *, n: int, size: int, out: Path, seed:
         raise DatasetError(f"{reader.root}: category {category!r} has {len(paths)} normal training image(s); "
                            "at least 2 are needed")
     labels = label_files(regions, paths, category) if regions is not None else None
-    gen_path, renderer = None, None
+    gen_path, renderer, verified = None, None, {}
     if synthesizer != PERLIN:
         t = time.perf_counter()
         gen_path = _resolve_generator(generator, directory, reader.name, reader.root, category, size, edges,
@@ -379,6 +393,9 @@ def build_category(reader, category: str, *, n: int, size: int, out: Path, seed:
         from synth.render.generator import load_generator
 
         renderer = load_generator(gen_path, edges=extractor.identity, size=size, device=device)
+        verified[GENERATOR] = {"sha256": sha256_file(gen_path), "size": gen_path.stat().st_size}
+        if not renderer.identity.endswith(verified[GENERATOR]["sha256"][:12]):
+            raise CheckpointError(f"{gen_path}: changed while the build was loading it; run it again")
     depth = data_depth(paths)       # one scale for every 16-bit image of the category
     if depth.bits is not None:
         say(f"{category}: images are {depth.describe()}")
@@ -399,7 +416,8 @@ def build_category(reader, category: str, *, n: int, size: int, out: Path, seed:
                   "generator": getattr(renderer, "identity", None), "strategies": list(strategies),
                   "mix": dict(mix), "anomaly_source": str(anomaly_source) if anomaly_source else None,
                   "textures": len(synth.anomaly_source), "max_tries": synth.max_tries, "tool": __version__}
-        key = content_key({**config, "sources": sha256_file(prepared.path),
+        verified[SOURCES] = {"sha256": prepared.sha256, "size": prepared.size}
+        key = content_key({**config, "sources": prepared.sha256,
                            "texture_files": synth.anomaly_source})
         concurrent = workers if backend == "loky" else 1
         job = Job(str(directory), category, seed, n, shard_size, size, synth,
@@ -408,10 +426,16 @@ def build_category(reader, category: str, *, n: int, size: int, out: Path, seed:
         if old is not None and old.get("report", {}).get("key") != key:
             (directory / MANIFEST).unlink(missing_ok=True)    # it describes another build
         t = time.perf_counter()
-        kept = [k for k in todo_range if shard_done(directory, k, key)]
+        problems = {k: _shard_problem(directory, k, key) for k in todo_range}
+        kept = [k for k in todo_range if problems[k] is None]
         todo = [k for k in todo_range if k not in kept]
         if kept:
-            say(f"{category}: keeping {len(kept)} complete shard(s), making {len(todo)}")
+            say(f"{category}: keeping {len(kept)} complete shard(s) (checksums verified), making {len(todo)}")
+        changed = [problems[k] for k in todo if problems[k] not in ("missing", "other build")]
+        if prepared.remade:
+            changed.insert(0, f"{prepared.path}: {prepared.remade}")
+        for why in changed:
+            say(f"{category}: remaking {why}")
         server = bool(todo) and gen_path is not None and use_server(render, device, backend)
         try:
             with (RenderServer(gen_path, extractor.identity, size, device) if server
@@ -427,6 +451,7 @@ def build_category(reader, category: str, *, n: int, size: int, out: Path, seed:
     report = {"dataset": reader.name, "category": category, "out": str(directory), "key": key,
               "shards": {"total": count, "made": len(fresh), "kept": len(kept)}, "skipped": prepared.skipped,
               "bit_depth": depth.describe(),
+              "sources": "reused" if prepared.seconds is None else "made", "remade": changed,
               "workers": workers, "backend": backend, "render": "server" if server else "inline",
               "seconds": {k: round(v, 3) for k, v in times.items()},
               "samples_made": made, "samples_per_second": round(made / max(times["generate"], 1e-9), 2)}
@@ -435,7 +460,8 @@ def build_category(reader, category: str, *, n: int, size: int, out: Path, seed:
         t = time.perf_counter()
         meta = {"dataset": reader.name, "licence": getattr(reader, "licence", "unknown"), "config": config,
                 "report": report}
-        manifest = finalize(job, meta, fresh)
+        checked = {k: shard_done(directory, k, key, checksum=False) for k in kept}   # verified above
+        manifest = finalize(job, meta, {**{k: s for k, s in checked.items() if s}, **fresh}, verified)
         report = manifest["report"]
         report["seconds"]["finalize"] = round(time.perf_counter() - t, 3)
     return report
@@ -520,6 +546,9 @@ def format_report(reports: dict) -> str:
             lines.append(f"  images: {r['bit_depth']}")
         lines.append(f"  time (s): {r['seconds']}; {r['samples_made']} samples made at "
                      f"{r['samples_per_second']} samples/s")
+        if r.get("remade"):
+            lines.append("  remade, as they did not verify against what the build recorded:\n    "
+                         + "\n    ".join(r["remade"]))
         if r["skipped"]:
             lines.append(f"  skipped unreadable images: {', '.join(r['skipped'])}")
     return "\n".join(lines)

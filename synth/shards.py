@@ -273,8 +273,11 @@ class ShardWriter:
             self.abort()
 
 
-def _file_entry(path: Path, known: dict | None = None) -> dict:
+def _file_entry(path: Path, known: dict | None = None, exact: bool = False) -> dict:
     size = path.stat().st_size
+    if exact and (not known or known.get("size") != size):
+        raise ShardError(f"{path}: changed after it was written or verified (size {size} bytes, "
+                         f"{known.get('size') if known else 'nothing'} recorded); not sealing it in the manifest")
     sha = known["sha256"] if known and known.get("size") == size else sha256_file(path)
     entry: dict[str, Any] = {"sha256": sha, "size": size}
     if path.suffix == ".h5":
@@ -283,17 +286,23 @@ def _file_entry(path: Path, known: dict | None = None) -> dict:
     return entry
 
 
-def write_manifest(directory: Path, manifest: dict, known: dict[str, dict] | None = None) -> None:
+def write_manifest(directory: Path, manifest: dict, known: dict[str, dict] | None = None,
+                   only_known: bool = False) -> None:
     """Write `manifest.json` atomically; fills `files` with sha256/size (and sample count) of every h5 file
     and generator.pt present in the directory. `known`: {name: {"sha256", "size"}} the caller has just
-    computed (e.g. while writing shards); used when the size still matches, to skip hashing again."""
+    computed (e.g. while writing shards); used when the size still matches, to skip hashing again.
+    `only_known`: list exactly the files of `known` with exactly those checksums (what the caller wrote or
+    verified), never hashing what is on disk now (ShardError when a file is gone or its size changed)."""
     directory = Path(directory)
-    names = sorted(p.name for p in directory.iterdir()
-                   if p.name == SOURCES or p.name == GENERATOR or SHARD_PATTERN.match(p.name))
+    if only_known:
+        names = sorted(known or {})
+    else:
+        names = sorted(p.name for p in directory.iterdir()
+                       if p.name == SOURCES or p.name == GENERATOR or SHARD_PATTERN.match(p.name))
     data = {"schema": SCHEMA_VERSION, "tool": "logical", "version": __version__, **manifest}
     data["schema"] = SCHEMA_VERSION
     known = known or {}
-    data["files"] = {name: _file_entry(directory / name, known.get(name)) for name in names}
+    data["files"] = {name: _file_entry(directory / name, known.get(name), only_known) for name in names}
     with atomic_path(directory / MANIFEST) as tmp:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
 
@@ -350,10 +359,79 @@ def expected_shards(manifest: dict) -> dict[str, int]:
     return {shard_name(k): min(s, n - k * s) for k in range((n + s - 1) // s)}
 
 
+H5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def _superblock_flags(path: Path) -> int | None:
+    """The HDF5 superblock's file-consistency flags (bit 0: open for writing, bit 2: SWMR writing), or None
+    when there is no superblock. The superblock sits at offset 0, 512, 1024, 2048, ... (HDF5 file format
+    spec, "Superblock"); flags are 4 bytes at +20 in versions 0-1 and 1 byte at +11 in versions 2-3. A
+    writer sets them on open and clears them on a clean close."""
+    try:
+        with open(path, "rb") as f:
+            size, offset = os.fstat(f.fileno()).st_size, 0
+            while offset + 24 <= size:
+                f.seek(offset)
+                head = f.read(24)
+                if head[:8] == H5_SIGNATURE:
+                    version = head[8]
+                    return int.from_bytes(head[20:24], "little") if version < 2 else head[11]
+                offset = 512 if offset == 0 else offset * 2
+    except OSError:
+        return None
+    return None
+
+
+def _locked_by_another(path: Path) -> bool:
+    """True when another process holds HDF5's lock on `path` for writing (HDF5 locks with flock(2); a
+    writer holds it exclusively, so a shared lock cannot be had). False where locks are not available."""
+    try:
+        import fcntl
+    except ImportError:     # Windows: no flock
+        return False
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    except BlockingIOError:
+        return True
+    except OSError:         # e.g. a filesystem without flock
+        return False
+    finally:
+        os.close(fd)
+
+
+def h5_writer_state(path: Path, label: str | None = None) -> str | None:
+    """Why an HDF5 file cannot be trusted as it stands because of a writer, or None: another process has it
+    open for writing (its lock is held), or its superblock says it was opened for writing and never closed
+    (a writer still running elsewhere, e.g. over NFS, or one that crashed). The message names the file as
+    `label` (default: its path) and says what to do."""
+    path = Path(path)
+    label = label or str(path)
+    if _locked_by_another(path):
+        return (f"{label}: open for writing by another process (HDF5 file lock held; e.g. a notebook "
+                "holding h5py.File(..., 'r+')); close it there, then run this again (if it still fails, the "
+                "file was changed: rebuild it by rerunning the same build command)")
+    flags = _superblock_flags(path)
+    if flags and flags & 0b101:
+        return (f"{label}: opened for writing and not closed (HDF5 superblock file-consistency flags "
+                f"0x{flags:x}): a writer is still running (perhaps on another machine) or crashed; stop it, "
+                "then rebuild the file by rerunning the same build command (`h5clear -s` only hides the "
+                "flag: the content may have changed)")
+    return None
+
+
 def _open_h5(path_or_file, name: str | None = None) -> h5py.File:
     try:
         return h5py.File(path_or_file, "r")
     except (OSError, ValueError) as exc:
+        state = h5_writer_state(Path(path_or_file)) if isinstance(path_or_file, (str, Path)) else None
+        if state:
+            raise ShardError(state) from None
         raise ShardError(f"{name or path_or_file}: unreadable HDF5 file, truncated or corrupt ({exc})") \
             from None
 
@@ -430,6 +508,10 @@ def verify_dataset(directory: Path, checksums: bool = True,
         path = directory / name
         if not path.is_file():
             problems.append(f"{name}: missing")
+            continue
+        state = h5_writer_state(path, name) if name.endswith(".h5") else None
+        if state:
+            problems.append(state)
             continue
         size = path.stat().st_size
         if size != entry["size"]:

@@ -2,14 +2,16 @@
 
 `prepare` turns a category's normal images into `sources.h5` (image, JND, edges, foreground, regions and the
 generator's render G(E_j) per source; a process pool over sources) and reuses the file while its key (the
-settings, the renderer and the source files) matches. `open_store` hands shard tasks a cached reader over it.
+settings, the renderer and the source files) matches and its sha256 still equals the one recorded in
+`.build/sources.h5.json` when it was written; a file changed since (or locked by a writer) is remade, and the
+reason is reported. `open_store` hands shard tasks a cached reader over it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
+import os
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -21,7 +23,9 @@ import numpy as np
 from synth.console import progress, say
 from synth.errors import DatasetError, ImageError
 from synth.pipeline import SourceFeatures, prepare_source, quantise_edge
-from synth.shards import JND_SCALE, SOURCES, check_space, write_sources
+from synth.shards import JND_SCALE, SOURCES, check_space, h5_writer_state, sha256_file, write_sources
+
+BUILD_DIR = ".build"       # a build's sidecars: checksums recorded at write time, per-shard stats, timings
 
 RENDER_BATCH = 16          # images rendered (and samples planned, rendered and composed) together
 
@@ -33,13 +37,17 @@ def content_key(obj) -> str:
 
 @dataclass(frozen=True)
 class Prepared:
-    """What `prepare` made or found: sources.h5, its source count, the unreadable images left out, and the
-    seconds spent (None when an existing file was reused)."""
+    """What `prepare` made or found: sources.h5, its source count, the unreadable images left out, the
+    seconds spent (None when an existing file was reused), its sha256 and size (recorded at write time,
+    verified on reuse) and why an existing file was not reused (None: reused or there was none)."""
 
     path: Path
     sources: int
     skipped: list[str]
     seconds: float | None
+    sha256: str = ""
+    size: int = 0
+    remade: str | None = None
 
 
 _EXTRACTORS: dict = {}
@@ -71,12 +79,48 @@ def _name(path: Path, root: Path) -> str:
     return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
 
 
-def _reusable(target: Path, key: str) -> Prepared | None:
-    if target.is_file():
-        with contextlib.suppress(OSError, KeyError), h5py.File(target, "r") as f:
-            if f.attrs["key"] == key:
-                return Prepared(target, int(f["image"].shape[0]), json.loads(f.attrs["skipped"]), None)
-    return None
+def sidecar_path(target: Path) -> Path:
+    """`<dir>/.build/<name>.json`: the checksum, size and key recorded when a build wrote `target`."""
+    return target.parent / BUILD_DIR / f"{target.name}.json"
+
+
+def _record(target: Path, key: str) -> tuple[str, int]:
+    """Hash the file just written and record it in its sidecar (atomically); (sha256, size)."""
+    sha, size = sha256_file(target), target.stat().st_size
+    side = sidecar_path(target)
+    side.parent.mkdir(parents=True, exist_ok=True)
+    tmp = side.with_name(f"{side.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"key": key, "sha256": sha, "size": size}, indent=2) + "\n")
+    os.replace(tmp, side)
+    return sha, size
+
+
+def _reusable(target: Path, key: str) -> tuple[Prepared | None, str | None]:
+    """(the existing sources.h5, None) when it verifies against what the build recorded at write time and
+    was made with this key; else (None, why it is not reused), or (None, None) when there is none."""
+    if not target.is_file():
+        return None, None
+    try:
+        side = json.loads(sidecar_path(target).read_text())
+    except (OSError, ValueError):
+        side = None
+    if not isinstance(side, dict):
+        return None, f"no checksum recorded for it ({sidecar_path(target)} is missing)"
+    if side.get("key") != key:
+        return None, "it was made with other settings or inputs"
+    locked = h5_writer_state(target)
+    if locked:
+        return None, locked
+    size = target.stat().st_size
+    sha = sha256_file(target) if size == side.get("size") else None
+    if sha != side.get("sha256"):
+        return None, "it changed after the build wrote it (sha256 differs from the one recorded at write time)"
+    try:
+        with h5py.File(target, "r") as f:
+            return Prepared(target, int(f["image"].shape[0]), json.loads(f.attrs["skipped"]), None, sha,
+                            size), None
+    except (OSError, KeyError, ValueError) as exc:
+        return None, f"unreadable ({exc})"
 
 
 def prepare(paths: list[Path], root: Path, directory: Path, size: int, edges: str, weights: str | None,
@@ -91,10 +135,12 @@ def prepare(paths: list[Path], root: Path, directory: Path, size: int, edges: st
     key = content_key({**attrs, "renderer": getattr(renderer, "identity", "none"),
                        "files": [(_name(p, root), p.stat().st_size if p.exists() else -1) for p in paths],
                        **({"labels": labels_key(labels)} if labels else {})})
-    reused = _reusable(target, key)
+    reused, why = _reusable(target, key)
     if reused is not None:
-        say(f"{attrs['category']}: reusing {target} ({reused.sources} sources)")
+        say(f"{attrs['category']}: reusing {target} ({reused.sources} sources; checksum verified)")
         return reused
+    if why:
+        say(f"{attrs['category']}: remaking {target}: {why}")
     t0 = time.perf_counter()
     jobs = (delayed(_prepare_one)(str(p), size, edges, weights, attrs.get("bits") or None, str(lab) if lab else None)
             for p, lab in zip(paths, labels or [None] * len(paths), strict=True))
@@ -112,10 +158,12 @@ def prepare(paths: list[Path], root: Path, directory: Path, size: int, edges: st
     render = _render(renderer, edge, image, attrs["category"])
     skipped = [str(p) for p, _ in bad]
     check_space(directory, SOURCES, image.size * 11 // 3)
+    sidecar_path(target).unlink(missing_ok=True)      # recorded again once the new file is complete
     write_sources(target, image, jnd, edge, fg, regions, render, [_name(p, root) for p, _ in good],
                   {**attrs, "key": key, "skipped": json.dumps(skipped),
                    "renderer": getattr(renderer, "identity", "none")})
-    return Prepared(target, len(good), skipped, time.perf_counter() - t0)
+    sha, nbytes = _record(target, key)
+    return Prepared(target, len(good), skipped, time.perf_counter() - t0, sha, nbytes, why)
 
 
 def _render(renderer, edge: np.ndarray, image: np.ndarray, category: str) -> np.ndarray:

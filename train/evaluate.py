@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from synth.bitdepth import data_depth
 from synth.console import progress, say
 from synth.datasets import TestItem, open_dataset
-from synth.errors import DatasetError
+from synth.errors import DatasetError, LogicalError
 from synth.images import load_rgb, resize_rgb, save_image
 from train import metrics
 from train.model import load_checkpoint
@@ -62,6 +62,16 @@ def infer(model: torch.nn.Module, images: Sequence[np.ndarray], size: int,
     k = pool_kernel(size)
     pooled = F.avg_pool2d(prob[:, None], k, stride=1, padding=k // 2)
     return prob.cpu().numpy(), pooled.amax(dim=(1, 2, 3)).cpu().numpy()
+
+
+def require_finite(checkpoint: Path, paths: Sequence[Path], maps: np.ndarray, scores: np.ndarray) -> None:
+    """Stop (LogicalError naming the checkpoint and the first image) when the model's maps or scores hold
+    NaN or infinity: those are no results, and no metric or scores.csv is written from them."""
+    bad = [i for i in range(len(paths)) if not (np.isfinite(scores[i]) and np.isfinite(maps[i]).all())]
+    if bad:
+        raise LogicalError(f"{checkpoint}: the model's anomaly map is not finite (NaN or infinity) for "
+                           f"{paths[bad[0]]}" + (f" and {len(bad) - 1} more image(s)" if len(bad) > 1 else "")
+                           + "; its weights overflow on this input: retrain or use an earlier checkpoint")
 
 
 def batches(items: Sequence, batch_size: int, desc: str) -> Iterator[list]:
@@ -182,6 +192,7 @@ def evaluate(checkpoint: Path, dataset: str, root: Path | None, category: str, o
     for chunk in batches(items, batch_size, f"eval {category}"):
         images = [load_rgb(it.path, bits) for it in chunk]
         maps_b, scores_b = infer(model, images, size, dev)
+        require_finite(checkpoint, [it.path for it in chunk], maps_b, scores_b)
         low.extend(maps_b)
         scores_list.extend(float(s) for s in scores_b)
         shapes.extend(_gt_shape(it, img.shape[:2]) for it, img in zip(chunk, images, strict=True))

@@ -30,7 +30,14 @@ from synth.errors import CheckpointError, LogicalError, ShardError
 from synth.images import save_image
 from train.data import ShardDataset, to_float
 from train.losses import total_loss
-from train.model import LocalizationNet, ModelConfig, make_config, read_checkpoint, save_checkpoint
+from train.model import (
+    LocalizationNet,
+    ModelConfig,
+    check_trainable,
+    make_config,
+    read_checkpoint,
+    save_checkpoint,
+)
 
 DEFAULT_STEPS = 20000
 LR_GAMMA = 0.2
@@ -152,6 +159,7 @@ def fit(cfg: TrainConfig) -> tuple[LocalizationNet, Path]:
     last_path, model_path, log_path = out / "last.pt", out / "model.pt", out / "log.jsonl"
     try:
         model_cfg = make_config(cfg.preset, cfg.size)
+        check_trainable(model_cfg, cfg.batch_size)
     except ValueError as exc:
         raise LogicalError(f"--preset/--size: {exc}") from None
     torch.manual_seed(cfg.seed)
@@ -194,12 +202,15 @@ def fit(cfg: TrainConfig) -> tuple[LocalizationNet, Path]:
              "distributed": distributed}, indent=2) + "\n")
     net = DistributedDataParallel(model, device_ids=[local_rank] if cuda else None) if distributed else model
 
+    saved = [step if step else None]   # the step model.pt/last.pt hold (None: nothing of this run yet)
+
     def checkpoint() -> None:
         if distributed:
             average_buffers(model)  # every rank calls the collective; then all hold the saved statistics
         if not master:
             return
         extra = {"step": step, "total_steps": total}
+        saved[0] = step
         save_checkpoint(model_path, model, model_cfg, extra)
         state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": rng_state(device)}
         save_checkpoint(last_path, model, model_cfg, {**extra, **state})
@@ -226,8 +237,10 @@ def fit(cfg: TrainConfig) -> tuple[LocalizationNet, Path]:
             losses = total_loss(outputs, batch)
             opt.zero_grad(set_to_none=True)
             losses["total"].backward()
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0
+                                                  else math.inf)
+            if not bool(torch.isfinite(losses["total"]) & torch.isfinite(norm)):   # before the update
+                stop_non_finite(step + 1, losses, norm, model_path, saved[0])
             opt.step()
             sched.step()
             step += 1
@@ -238,8 +251,6 @@ def fit(cfg: TrainConfig) -> tuple[LocalizationNet, Path]:
                 n = step - tick_step
                 mean = {k: float(v) / n for k, v in sums.items()}
                 now = time.perf_counter()  # after float(): on CUDA the interval's queued steps have run
-                if not math.isfinite(mean["total"]):
-                    raise LogicalError(f"training diverged: loss {mean} at step {step} (try a lower --lr)")
             if master and (step % cfg.log_every == 0 or step == end):
                 rate = n * cfg.batch_size * world / max(now - tick, 1e-9)
                 line = {"step": step, "epoch": epoch, "lr": opt.param_groups[0]["lr"], "loss": mean,
@@ -264,6 +275,16 @@ def fit(cfg: TrainConfig) -> tuple[LocalizationNet, Path]:
         dist.barrier()
         dist.destroy_process_group()
     return model, model_path
+
+
+def stop_non_finite(step: int, losses: dict, norm: torch.Tensor, model_path: Path, saved: int | None) -> None:
+    """Stop a run whose loss or gradient turned NaN/inf at `step`, before the update touches the weights;
+    the checkpoints on disk (the last good ones, of step `saved`) are left as they are."""
+    values = ", ".join(f"{k} {float(v.detach()):.4g}" for k, v in losses.items())
+    where = (f"{model_path} and last.pt beside it keep the last good checkpoint, step {saved} (--resume "
+             "continues from there)" if saved else "no checkpoint of this run was written before it")
+    raise LogicalError(f"training stopped at step {step}: the loss or its gradient is not finite ({values}; "
+                       f"gradient norm {float(norm):.4g}); {where}. Try a lower --lr.")
 
 
 def average_buffers(model: torch.nn.Module) -> None:

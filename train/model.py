@@ -49,17 +49,46 @@ PRESETS: dict[str, ModelConfig] = {
 }
 
 
+def deepest_stride(cfg: ModelConfig) -> int:
+    """How much the deepest encoder level is downsampled: 2 ** (levels - 1) (a 2x2 max-pool per level)."""
+    return 2 ** (max(len(cfg.rec_widths), len(cfg.seg_widths)) - 1)
+
+
+def min_train_size(cfg: ModelConfig, batch_size: int) -> int:
+    """The smallest training size the network can run with `batch_size` images per step (and process): a
+    multiple of `deepest_stride`, and BatchNorm in training mode needs more than one value per channel at
+    the deepest level (batch x side x side > 1)."""
+    stride, side = deepest_stride(cfg), 1
+    while batch_size * side * side < 2:
+        side += 1
+    return stride * side
+
+
 def make_config(preset: str = "base", size: int | None = None) -> ModelConfig:
-    """A preset, optionally at another resolution (must be a multiple of the deepest stride)."""
+    """A preset, optionally at another resolution (must be a positive multiple of the deepest stride)."""
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
     cfg = PRESETS[preset]
     if size is not None:
         cfg = ModelConfig(cfg.preset, int(size), cfg.rec_widths, cfg.seg_widths)
-    stride = 2 ** (max(len(cfg.rec_widths), len(cfg.seg_widths)) - 1)
-    if cfg.size % stride:
-        raise ValueError(f"size {cfg.size} must be a multiple of {stride} for preset {preset!r}")
+    stride = deepest_stride(cfg)
+    if cfg.size % stride or cfg.size <= 0:
+        below = max(stride, cfg.size // stride * stride)
+        raise ValueError(f"size {cfg.size} must be a multiple of {stride} for preset {preset!r} (its "
+                         f"{stride}x downsampling); e.g. {below} or {below + stride}")
     return cfg
+
+
+def check_trainable(cfg: ModelConfig, batch_size: int) -> None:
+    """ValueError, with the smallest size that works, when the network cannot train at `cfg.size` with
+    `batch_size` images per step."""
+    smallest = min_train_size(cfg, batch_size)
+    if cfg.size < smallest:
+        side = cfg.size // deepest_stride(cfg)
+        raise ValueError(f"preset {cfg.preset!r} at {cfg.size} px reaches {side}x{side} px at its deepest level, "
+                         f"and BatchNorm cannot train on {batch_size * side * side} value(s) per channel: the "
+                         f"smallest size that works with --batch-size {batch_size} is {smallest} "
+                         f"(or use --batch-size {max(2, batch_size + 1)} or more)")
 
 
 def _conv(cin: int, cout: int) -> list[nn.Module]:
@@ -189,6 +218,8 @@ def model_from_payload(path: Path, payload: dict) -> tuple[LocalizationNet, Mode
     """Rebuild the network of a checkpoint dict read by read_checkpoint."""
     try:
         config = ModelConfig.from_dict(payload["config"])
+        if config.size <= 0 or config.size % deepest_stride(config):
+            raise ValueError(f"its size {config.size} is not a multiple of {deepest_stride(config)}")
         model = LocalizationNet(config)
         model.load_state_dict(payload["state_dict"])
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:

@@ -15,7 +15,7 @@ from synth.bitdepth import data_depth
 from synth.console import say
 from synth.errors import ImageError
 from synth.images import IMAGE_SUFFIXES, broken_link, list_images, load_rgb, save_image
-from train.evaluate import batches, colour_overlay, infer, resolve_device, upsample_map
+from train.evaluate import batches, colour_overlay, infer, require_finite, resolve_device, upsample_map
 from train.model import load_checkpoint
 
 
@@ -82,6 +82,7 @@ def predict(checkpoint: Path, inputs: Sequence[Path], out_dir: Path, device: str
         if not loaded:
             continue
         maps, scores = infer(model, [img for _, _, img in loaded], size, dev)
+        require_finite(checkpoint, [path for path, _, _ in loaded], maps, scores)
         for (path, stem, image), amap, score in zip(loaded, maps, scores, strict=True):
             full = upsample_map(amap, image.shape[:2])
             save_image(out_dir / f"{stem}_map.png", np.clip(np.rint(full * 255.0), 0, 255).astype(np.uint8))

@@ -27,7 +27,7 @@ from synth.bitdepth import data_depth
 from synth.checkpoint import load_torch
 from synth.console import progress as progress_bar
 from synth.console import say
-from synth.errors import CheckpointError, DatasetError
+from synth.errors import CheckpointError, DatasetError, LogicalError
 from synth.images import load_rgb, resize_rgb, save_image
 from synth.render.generator import (
     FORMAT,
@@ -56,6 +56,13 @@ FIT_DEFAULTS: dict[str, dict] = {
     "tiny": {"epochs": 30, "batch_size": 4, "lr": 5e-4, "lambda_l1": 10.0},
     "base": {"epochs": 300, "batch_size": 16, "lr": 2e-4, "lambda_l1": 0.0},
 }
+# Quality is measured on held-out train images when a category has no validation normals: a share of the
+# category (at least 1 image, at most 32 as for validation), so fitting keeps most images. Below
+# MIN_FIT_IMAGES the generator will be weak: it is fitted on every image and its quality, measured on those
+# same training images, is labelled so (optimistic).
+HELD_OUT_FRACTION = 0.1
+MAX_HELD_OUT = 32
+MIN_FIT_IMAGES = 10
 TRAIN_FORMAT = "logical-generator-train"
 TRAIN_KEYS = ("disc", "opt_g", "opt_d", "epoch", "step")
 
@@ -299,6 +306,8 @@ def fit_generator(images: list[np.ndarray], edges: list[np.ndarray], config: Gen
                     group["lr"] = lr_at(step, total, lr)
             losses = train_step(gen, disc, opt_g, opt_d, *_batch(pairs, dev), lambda_feat, lambda_l1)
             step += 1
+            if not all(math.isfinite(v) for v in losses.values()):
+                _stop_non_finite(out, epoch, step, losses, checkpoint_every)
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items() if k != "g_l1" or lambda_l1})
@@ -313,11 +322,31 @@ def fit_generator(images: list[np.ndarray], edges: list[np.ndarray], config: Gen
         checkpoint(max(stop_after, start_epoch), {})
         return out
     quality = quality_of(renderer(), vimgs, veds) | {"on": on, "n": len(vimgs)}
+    if on == "train":
+        quality["note"] = "measured on the training images (none held out): optimistic"
     checkpoint(max(epochs, start_epoch), quality)
     sample_grid(renderer(), vimgs, veds, samples_path(out))
-    say(f"generator quality, SSIM(G(E), I) on {len(vimgs)} {on} images: mean {quality['ssim_mean']:.3f}, "
+    label = "training images (none held out: optimistic)" if on == "train" else f"{on} images"
+    say(f"generator quality, SSIM(G(E), I) on {len(vimgs)} {label}: mean {quality['ssim_mean']:.3f}, "
         f"std {quality['ssim_std']:.3f}, p05 {quality['ssim_p05']:.3f}")
     return out
+
+
+def _stop_non_finite(out: Path, epoch: int, step: int, losses: dict, every: int) -> None:
+    """Stop a fit whose losses turned NaN/inf; the checkpoints already on disk are left untouched."""
+    values = ", ".join(f"{k} {v:.4g}" for k, v in losses.items())
+    kept = (f"{out} and {train_state_path(out).name} keep the last periodic checkpoint (every {every} "
+            "epochs; --resume continues from it)" if out.is_file() else "no checkpoint was written")
+    raise LogicalError(f"fit-generator stopped at epoch {epoch + 1}, step {step}: a loss is not finite "
+                       f"({values}); {kept}. Try a smaller --batch-size or another --seed.")
+
+
+def held_out_count(n: int) -> int:
+    """Train images kept out of fitting to measure quality when there are no validation normals: 10% of
+    the category (at least 1, at most MAX_HELD_OUT); none below MIN_FIT_IMAGES (every image is fitted)."""
+    if n < MIN_FIT_IMAGES:
+        return 0
+    return max(1, min(MAX_HELD_OUT, round(HELD_OUT_FRACTION * n)))
 
 
 def _cpu(state: dict) -> dict:
@@ -374,7 +403,13 @@ def fit_for_category(dataset: str, root: Path | None, category: str, size: int |
 
     images, edge_maps = read(train_paths, "train")
     val_images, val_edges = read(val_paths, "validation") if len(val_paths) >= 2 else (None, None)
-    return fit_generator(images, edge_maps, config, epochs or defaults["epochs"], out,
+    held_out = 0 if val_images else held_out_count(len(images))
+    if len(images) < MIN_FIT_IMAGES:
+        where = ("quality is measured on the validation images" if val_images else
+                 "quality is measured on those same training images (optimistic)")
+        say(f"warning: {category} has {len(images)} normal train images, fewer than {MIN_FIT_IMAGES}: the "
+            f"generator will be weak; fitting on all {len(images)}, {where}")
+    return fit_generator(images, edge_maps, config, epochs or defaults["epochs"], out, held_out=held_out,
                          edges_identity=extractor.identity, resume=resume, seed=seed,
                          batch_size=batch_size or defaults["batch_size"], lr=defaults["lr"],
                          lambda_l1=defaults["lambda_l1"],

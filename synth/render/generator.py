@@ -39,8 +39,14 @@ class GeneratorConfig:
     num_d: int = 2
 
     def __post_init__(self) -> None:
-        if self.size % (2 ** self.n_down):
-            raise ValueError(f"size {self.size} must be divisible by 2**n_down = {2 ** self.n_down}")
+        stride = 2 ** self.n_down
+        if self.size % stride:
+            below = max(2 * stride, self.size // stride * stride)
+            raise ValueError(f"size {self.size} must be divisible by 2**n_down = {stride}, e.g. {below} or "
+                             f"{below + stride}")
+        if self.size < 2 * stride:      # instance norm needs more than one value per channel at the bottleneck
+            raise ValueError(f"size {self.size} is too small: {self.n_down} downsamplings leave "
+                             f"{self.size // stride} px, the smallest size that works is {2 * stride}")
 
     def to_dict(self) -> dict:
         return asdict(self)
