@@ -189,3 +189,13 @@ def test_samples_render_ra_and_rn_on_the_same_hole_in_one_call(toybox_root, inpa
         assert composed.mask.any() and not (composed.mask & ~hole).any()
         changed = (composed.anomaly != src.image).any(-1)
         assert not (changed & ~feather_support(composed.mask, 2)).any()   # honest: nothing beyond the feather
+
+
+def test_show_draws_a_sheet_with_an_inpainting_generator(toybox_root, inpaint_generator, tmp_path):
+    out = tmp_path / "sheet.png"
+    result = CliRunner().invoke(cli, ["show", "--dataset", "toybox", "--root", str(toybox_root), "--n", "2",
+                                      "--size", "64", "--strategies", "remove", "--generator",
+                                      str(inpaint_generator), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "STAND-IN" not in result.output
+    assert load_rgb(out).shape[1] == 5 * 64 + 4 * 2
