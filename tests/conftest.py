@@ -32,3 +32,14 @@ def toybox_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from synth.datasets.toybox import materialise
 
     return materialise(tmp_path_factory.mktemp("toybox"), seed=0)
+
+
+@pytest.fixture
+def one_torch_thread():
+    """torch on one thread for the test (the machine is shared), restored afterwards."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

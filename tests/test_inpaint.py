@@ -40,12 +40,7 @@ TINY = GeneratorConfig(ngf=8, n_down=1, n_blocks=1, size=32, ndf=8, n_layers_d=2
 CATEGORY = "tray"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _renderer(config: GeneratorConfig = TINY, seed: int = 0) -> InpaintRenderer:
@@ -65,9 +60,12 @@ def _holes(shape: tuple[int, int], n: int, seed: int) -> np.ndarray:
 def inpaint_generator(toybox_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real inpainting generator fitted for one epoch at 64 px on toybox, through the CLI."""
     out = tmp_path_factory.mktemp("inpaint") / "generator.pt"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     result = CliRunner().invoke(cli, ["fit-generator", "--dataset", "toybox", "--root", str(toybox_root),
                                       "--category", CATEGORY, "--size", "64", "--epochs", "1", "--kind",
                                       "inpaint", "--device", "cpu", "--out", str(out)])
+    torch.set_num_threads(threads)
     assert result.exit_code == 0, result.output
     return out
 
