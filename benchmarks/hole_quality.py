@@ -7,6 +7,11 @@ the normal image through its hole (what an edit keeps of it) and compared with t
 hole's pixels: SSIM (window 11) and PSNR. "telea" is OpenCV's classical inpainting of the same holes
 (context only, no edges), a floor that shows how much the edges and the learning add.
 
+"erased visible" checks that the edges steer the render: the hole is rendered again with its edges erased
+(a `remove` edit of the whole hole) and synth.compose.compose marks where that render differs from the
+normal-edge one; the column is the share of hole pixels marked (0 = the generator ignores the edges there
+and every edit there would be rejected as "empty_mask").
+
     .venv/bin/python benchmarks/hole_quality.py --dataset toybox --category tray \\
         --global G.pt --inpaint I.pt [--root R] [--size 128] [--per-image 2] [--sheet out.png]
 
@@ -24,6 +29,7 @@ import cv2
 import numpy as np
 import torch
 
+from synth.compose import compose
 from synth.datasets import open_dataset
 from synth.edges import get_extractor
 from synth.images import load_rgb, resize_rgb, save_image
@@ -62,13 +68,19 @@ def measure(generators: dict[str, Path], dataset: str, root: Path | None, catego
         if renderer.kind != kind:
             raise SystemExit(f"{path} is a {renderer.kind} generator, given as --{kind}")
         renders[kind] = renderer.render(edge_maps, normals, masks)
+    visible = {"telea": float("nan")}
+    for kind, path in generators.items():
+        erased = load_generator(path, size=size, device="cpu").render(edge_maps * ~masks, normals, masks)
+        marked = [compose(n, a, r, m).mask[m].mean() for n, a, r, m in zip(normals, erased, renders[kind], masks,
+                                                                             strict=True)]
+        visible[kind] = float(np.mean(marked))
     rows = []
     scores = {k: hole_scores(r, normals, masks) for k, r in renders.items()}
     for kind, values in scores.items():
         s, p = np.array([v[0] for v in values]), np.array([v[1] for v in values])
         p = p[np.isfinite(p)]
         rows.append(f"| {dataset}/{category} | {kind} | {len(values)} | {masks.mean(axis=(1, 2)).mean():.3f} | "
-                    f"{s.mean():.3f} | {np.percentile(s, 5):.3f} | {p.mean():.2f} |")
+                    f"{s.mean():.3f} | {np.percentile(s, 5):.3f} | {p.mean():.2f} | {visible[kind]:.2f} |")
     if sheet is not None:
         tiles, labels = [], []
         for j in range(min(8, len(idx))):
@@ -110,8 +122,8 @@ def main() -> None:
                                                     out=Path(tmp) / f"{kind}.pt", device="cpu", kind=kind)
         rows = measure(generators, args.dataset, root, args.category, args.size, args.per_image, args.seed,
                        args.sheet)
-    print("| data | renderer | holes | hole / image | SSIM in hole | p05 | PSNR in hole (dB) |")
-    print("|---|---|---|---|---|---|---|")
+    print("| data | renderer | holes | hole / image | SSIM in hole | p05 | PSNR in hole (dB) | erased visible |")
+    print("|---|---|---|---|---|---|---|---|")
     print("\n".join(rows))
 
 

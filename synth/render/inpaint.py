@@ -46,6 +46,7 @@ TRAIN_HOLES = 4
 # supervised, so the parts' looks are learnt as fast as by the global kind; the other examples teach the use
 # of the context.
 FULL_HOLE_P = 0.25
+JITTER_FULL = True              # jitter the edges of whole-image holes too
 
 
 def inpaint_config(config: GeneratorConfig) -> GeneratorConfig:
@@ -147,7 +148,8 @@ def training_sample(image: np.ndarray, edge: np.ndarray, foreground: np.ndarray,
     along as a 4th image channel), then the edges jittered inside the hole."""
     from synth.render.fitting import augment
 
-    if rng.random() < FULL_HOLE_P:
+    full = rng.random() < FULL_HOLE_P
+    if full:
         hole = np.ones(edge.shape, bool)
     else:
         hole = draw_hole(edge, foreground, regions, rng)
@@ -155,6 +157,8 @@ def training_sample(image: np.ndarray, edge: np.ndarray, foreground: np.ndarray,
             hole |= draw_hole(edge, foreground, regions, rng)
     stacked, edge = augment(np.dstack([image, hole.astype(np.uint8) * 255]), edge, rng, aug)
     image, hole = np.ascontiguousarray(stacked[..., :3]), stacked[..., 3] > 127
+    if full and not JITTER_FULL:
+        return image, edge, hole
     return image, jitter_edges(edge, hole, rng), hole
 
 
