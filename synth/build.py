@@ -167,14 +167,14 @@ def make_shard(job: Job, k: int) -> dict:
     t0 = time.perf_counter()
     directory = Path(job.directory)
     sources = open_store(directory / SOURCES)
-    render, quality = None, None
+    render, quality, kind = None, None, "global"
     if job.remote is not None:
-        render, quality = job.remote.render, job.remote.quality
+        render, quality, kind = job.remote.render, job.remote.quality, job.remote.kind
     elif job.generator is not None:
         from synth.render.generator import load_generator
 
         renderer = load_generator(Path(job.generator), edges=job.edges, size=job.size, device=job.device)
-        render, quality = renderer.render, renderer.quality
+        render, quality, kind = renderer.render, renderer.quality, renderer.kind
     first, count = k * job.shard_size, min(job.shard_size, job.n - k * job.shard_size)
     names = job.synth.names
     rejections, by_kind, by_strategy, seconds = Counter(), Counter(), Counter(), Counter()
@@ -184,7 +184,7 @@ def make_shard(job: Job, k: int) -> dict:
         for start in range(first, first + count, RENDER_BATCH):
             indices = range(start, min(start + RENDER_BATCH, first + count))
             for rec in synthesize(sources, indices, job.seed, job.category, job.synth, render, rejections,
-                                  quality, seconds):
+                                  quality, seconds, kind):
                 t = time.perf_counter()
                 writer.append(rec.anomaly, rec.mask, rec.source, rec.kind, rec.strategy, rec.seed, rec.bbox)
                 seconds["write"] += time.perf_counter() - t

@@ -47,9 +47,13 @@ def dataset_options(command):
               help="Where to train: auto uses CUDA when present.")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seed for weights, held-out split and augmentation.")
+@click.option("--kind", type=click.Choice(["global", "inpaint"]), default="global", show_default=True,
+              help="global: the paper's pix2pixHD, the whole image from edges; inpaint: repaints only the edit's "
+                   "hole from the image around it and the edges (EdgeConnect-style, ours).")
 def fit_generator_command(dataset: str, root: str | None, category: str, preset: str, size: int | None,
                           epochs: int | None, batch_size: int | None, out: str | None, resume: bool,
-                          edges: str, pidinet_weights: str | None, device: str, seed: int) -> None:
+                          edges: str, pidinet_weights: str | None, device: str, seed: int,
+                          kind: str) -> None:
     """Fit the edge-to-image generator on a category's normal images; prints the checkpoint path.
 
     Quality (SSIM of G(edges) to the image) is measured on validation normals, else on 10% of the train
@@ -65,7 +69,7 @@ def fit_generator_command(dataset: str, root: str | None, category: str, preset:
 
     written = fit_for_category(dataset, opt_path(root), category, size, preset, epochs, opt_path(out), edges,
                                opt_path(pidinet_weights), batch_size=batch_size, resume=resume, seed=seed,
-                               device=device)
+                               device=device, kind=kind)
     click.echo(str(written))
 
 

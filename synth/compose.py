@@ -16,7 +16,7 @@ import numpy as np
 
 from synth.edits import bbox_of
 from synth.edits import dilate as _dilate
-from synth.ssim import ssim, ssim_map
+from synth.ssim import ssim, ssim_map, ssim_within
 
 REASONS = ("no_region", "empty_mask", "collapsed_render")
 TAU = 0.15
@@ -26,12 +26,18 @@ SSIM_MARGIN = 6  # > the SSIM window radius (5): in a crop with this margin, val
 
 @runtime_checkable
 class Renderer(Protocol):
-    """Edge-to-image: the fitted generator (synth.render.generator) or the stand-in (synth.render.standin)."""
+    """Edge-to-image: the fitted generator (synth.render.generator) or the stand-in (synth.render.standin).
+
+    `kind` "global" renders the whole image from the edges (holes are ignored); "inpaint" repaints only the
+    `holes` of the normals and returns the normals bit for bit elsewhere (synth.render.inpaint).
+    """
 
     identity: str
+    kind: str
 
-    def render(self, edges: np.ndarray, normals: np.ndarray) -> np.ndarray:
-        """(B,H,W) float32 edge maps in [0,1] and (B,H,W,3) uint8 normals -> (B,H,W,3) uint8 images."""
+    def render(self, edges: np.ndarray, normals: np.ndarray, holes: np.ndarray | None = None) -> np.ndarray:
+        """(B,H,W) float32 edge maps in [0,1], (B,H,W,3) uint8 normals and (B,H,W) bool holes ->
+        (B,H,W,3) uint8 images."""
         ...
 
 
@@ -51,6 +57,12 @@ def default_sizes(shape: tuple[int, int]) -> dict:
     return {"dilate": max(1, round(4 * s)), "feather": max(1, round(3 * s)),
             "min_area": max(4, round(16 * s * s)), "hole_area": max(4, round(24 * s * s)), "bias": 8.0 * s,
             "flat": 2.0 * s}
+
+
+def edit_hole(region: np.ndarray) -> np.ndarray:
+    """The hole an inpainting generator repaints for an edit: the region dilated as `compose` dilates it
+    (`default_sizes`), so every pixel the mask may take lies inside it. bool (H, W)."""
+    return _dilate(np.asarray(region, bool), default_sizes(region.shape)["dilate"])
 
 
 def feather_support(mask: np.ndarray, feather: int) -> np.ndarray:
@@ -174,11 +186,14 @@ def compose(normal: np.ndarray, render_a: np.ndarray, render_n: np.ndarray, regi
     return Composed(anomaly, mask, None)
 
 
-def collapsed(render_n: np.ndarray, normal: np.ndarray, gate: dict | None, margin: float = 0.05) -> bool:
+def collapsed(render_n: np.ndarray, normal: np.ndarray, gate: dict | None, margin: float = 0.05,
+              within: np.ndarray | None = None) -> bool:
     """True when SSIM(R_N, normal) falls far below the generator's typical quality.
 
     `gate` is the generator's quality record ({"ssim_p05", "ssim_mean", "ssim_std"} or the same without the
     "ssim_" prefix); the floor is p05 - margin, else mean - 3 std - margin. An empty gate never rejects.
+    `within` (bool (H, W)): compare only there, as an inpainting generator's record is measured inside its
+    holes (outside them R_N is the normal image).
     """
     if not gate:
         return False
@@ -189,4 +204,5 @@ def collapsed(render_n: np.ndarray, normal: np.ndarray, gate: dict | None, margi
         floor = float(get["mean"]) - 3.0 * float(get.get("std", 0.0)) - margin
     else:
         return False
-    return ssim(render_n, normal) < floor
+    value = ssim(render_n, normal) if within is None else ssim_within(render_n, normal, within)
+    return value < floor

@@ -81,7 +81,8 @@ def prepare_source(path: Path, size: int, extractor, renderer=None, bits: int | 
         foreground = foreground | (regions > 0)
     else:
         regions = np.asarray(semantic_regions(image, edge, foreground, jnd), np.uint16)
-    render = None if renderer is None else renderer.render(edge[None], image[None])[0]
+    render = None if renderer is None or getattr(renderer, "kind", "global") != "global" else \
+        renderer.render(edge[None], image[None])[0]     # an inpainting R_N depends on the hole: per sample
     return SourceFeatures(image, jnd, edge, foreground, regions, render)
 
 
@@ -186,25 +187,34 @@ def _texture(config: SynthConfig, rng: np.random.Generator, size: tuple[int, int
 
 
 def finish_sample(plan: Plan, render_a: np.ndarray | None, source: SourceFeatures,
-                  config: SynthConfig | None = None, quality: dict | None = None) -> Composed:
+                  config: SynthConfig | None = None, quality: dict | None = None,
+                  render_n: np.ndarray | None = None) -> Composed:
     """Compose the planned sample: paste the render R_A into the normal image where it differs from G(E_j)
     (logical), or make the Perlin anomaly. A rejection carries its reason: no_region, empty_mask, or
     collapsed_render when SSIM(G(E_j), normal) is far below the generator's usual value (its `quality`
     record; method.md step 6: checked once per source). compose's own R_A gate is not used: it costs a
-    full-image SSIM per sample, more than the rest of the CPU work."""
+    full-image SSIM per sample, more than the rest of the CPU work.
+
+    `render_n` is the inpainting kind's R_N, rendered with this sample's hole (else the source's cached
+    G(E_j) is used); its gate compares inside the hole, and its render is pasted unflattened (its texture
+    is the image's own)."""
     if plan.reason is not None:
         return Composed(None, None, plan.reason)
     if plan.synthesizer == PERLIN:
         texture = _texture(config or SynthConfig(), plan.rng, source.image.shape[:2])
         anomaly, mask, params = perlin_anomaly(source.image, plan.rng, source.foreground, texture)
         return Composed(anomaly, mask, "empty_mask" if params["empty"] else None, params)
-    from synth.compose import collapsed, compose
+    from synth.compose import collapsed, compose, edit_hole
     from synth.edits import apply_colour
 
     edit = plan.edit
     edge_a = edit.edge
     if edit.strategy == "colour":            # no generator call: the normal pixels, colour-shifted
         render_a, reference, edge_a = apply_colour(source.image, edit.region, edit.params), source.image, None
+    elif render_n is not None:
+        if quality and collapsed(render_n, source.image, quality, within=edit_hole(edit.region)):
+            return Composed(None, None, "collapsed_render")
+        reference, edge_a = render_n, None
     else:
         if quality and source.collapsed is None:
             source.collapsed = bool(collapsed(source.render, source.image, quality))
@@ -238,13 +248,14 @@ def mask_bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
 
 
 def make_samples(sources: Sources, indices: Sequence[int], seed: int, category: str, config: SynthConfig,
-                 render: Callable[[np.ndarray, np.ndarray], np.ndarray] | None,
+                 render: Callable[..., np.ndarray] | None,
                  rejections: Counter, quality: dict | None = None,
-                 seconds: Counter | None = None) -> Iterator[tuple[Plan, Composed]]:
+                 seconds: Counter | None = None, kind: str = "global") -> Iterator[tuple[Plan, Composed]]:
     """The accepted attempt (plan and composed sample) at each of `indices`, in order. Each round plans every
     pending sample, renders the logical ones in one batch, composes, and sends rejections to the next round
     with the next sub-seed. `rejections` counts reasons; `seconds` (optional) accumulates time per stage
-    (plan, render, compose)."""
+    (plan, render, compose). `kind` is the renderer's (synth.compose.Renderer): for "inpaint", R_A and R_N
+    of each sample are rendered on its own hole, all in the same call."""
     seconds = Counter() if seconds is None else seconds
     pending = {i: 0 for i in indices}
     done: dict[int, tuple[Plan, Composed]] = {}
@@ -257,18 +268,25 @@ def make_samples(sources: Sources, indices: Sequence[int], seed: int, category: 
         seconds["plan"] += time.perf_counter() - t
         to_render = [p for p in plans if needs_render(p)]
         renders: dict[int, np.ndarray] = {}
+        references: dict[int, np.ndarray] = {}
         if to_render:
             if render is None:
                 raise LogicalError("the logical synthesizer needs a generator (renderer) but none was given")
             edges = np.stack([p.edit.edge for p in to_render]).astype(np.float32)
             normals = np.stack([sources[p.source].image for p in to_render])
             t = time.perf_counter()
-            renders = dict(zip((p.index for p in to_render), render(edges, normals), strict=True))
+            if kind == "inpaint":
+                rendered = _render_holes(render, to_render, sources, edges, normals)
+                references = dict(zip((p.index for p in to_render), rendered[len(to_render):], strict=True))
+            else:
+                rendered = render(edges, normals)
+            renders = dict(zip((p.index for p in to_render), rendered[:len(to_render)], strict=True))
             seconds["render"] += time.perf_counter() - t
         t = time.perf_counter()
         pending = {}
         for p in plans:
-            out = finish_sample(p, renders.get(p.index), sources[p.source], config, quality)
+            out = finish_sample(p, renders.get(p.index), sources[p.source], config, quality,
+                                references.get(p.index))
             if out.reason is not None:
                 rejections[out.reason] += 1
                 pending[p.index] = p.sub + 1
@@ -281,12 +299,25 @@ def make_samples(sources: Sources, indices: Sequence[int], seed: int, category: 
         yield done.pop(i)
 
 
+def _render_holes(render: Callable[..., np.ndarray], plans: list[Plan], sources: Sources, edges: np.ndarray,
+                  normals: np.ndarray) -> np.ndarray:
+    """The inpainting kind's renders: R_A of every plan (edited edges), then R_N (the source's edges), each
+    on its plan's hole (synth.compose.edit_hole), in one call."""
+    from synth.compose import edit_hole
+
+    holes = np.stack([edit_hole(p.edit.region) for p in plans])
+    originals = np.stack([sources[p.source].edge for p in plans]).astype(np.float32)
+    return render(np.concatenate([edges, originals]), np.concatenate([normals, normals]),
+                  np.concatenate([holes, holes]))
+
+
 def synthesize(sources: Sources, indices: Sequence[int], seed: int, category: str, config: SynthConfig,
-               render: Callable[[np.ndarray, np.ndarray], np.ndarray] | None,
+               render: Callable[..., np.ndarray] | None,
                rejections: Counter, quality: dict | None = None,
-               seconds: Counter | None = None) -> Iterator[Record]:
-    """Make the samples `indices` in order (`make_samples`), as shard rows."""
+               seconds: Counter | None = None, kind: str = "global") -> Iterator[Record]:
+    """Make the samples `indices` in order (`make_samples`, `kind` of the renderer), as shard rows."""
     names = config.names
-    for p, out in make_samples(sources, indices, seed, category, config, render, rejections, quality, seconds):
+    for p, out in make_samples(sources, indices, seed, category, config, render, rejections, quality, seconds,
+                               kind):
         yield Record(p.index, out.anomaly, out.mask, p.source, KINDS.index(p.kind), names.index(p.strategy),
                      p.seed, mask_bbox(out.mask))

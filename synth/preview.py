@@ -63,13 +63,14 @@ def strategy_config(strategy: str) -> SynthConfig:
 
 
 def show_samples(sources: Sources, n: int, strategies: list[str], seed: int, category: str, render,
-                 quality: dict | None = None) -> list[tuple[Plan, Composed]]:
-    """Samples 0..n-1, sample i with strategies[i % len(strategies)]: (accepted plan, composed sample)."""
+                 quality: dict | None = None, kind: str = "global") -> list[tuple[Plan, Composed]]:
+    """Samples 0..n-1, sample i with strategies[i % len(strategies)]: (accepted plan, composed sample);
+    `kind` is the renderer's (global | inpaint)."""
     made: dict[int, tuple[Plan, Composed]] = {}
     for j, strategy in enumerate(strategies):
         indices = range(j, n, len(strategies))
         samples = make_samples(sources, indices, seed, category, strategy_config(strategy), render, Counter(),
-                               quality)
+                               quality, kind=kind)
         made.update(zip(indices, samples, strict=True))
     return [made[i] for i in range(n)]
 
@@ -130,10 +131,11 @@ def run_show(dataset: str, root: Path | None, category: str | None, n: int, out:
     labels = label_files(regions, paths, category) if regions is not None else None
     extractor = get_extractor(edges, pidinet_weights)
     renderer, standin = pick_renderer(dataset, category, generator, extractor.identity, size)
-    banner = STANDIN_BANNER if standin else f"generator {renderer.identity}"
+    banner = STANDIN_BANNER if standin else f"generator {renderer.identity} ({renderer.kind})"
     quality = None if standin else getattr(renderer, "quality", None)
     sources = LazySources(paths, size, extractor, renderer, labels)
-    samples = show_samples(sources, n, strategies, seed, category, renderer.render, quality)
+    samples = show_samples(sources, n, strategies, seed, category, renderer.render, quality,
+                           getattr(renderer, "kind", "global"))
     rows, labels = zip(*(sheet_row(sources, plan, composed) for plan, composed in samples), strict=True)
     save_image(out, contact_sheet(list(rows), list(labels), COLUMNS, banner=banner))
     return out, standin, [(p.index, p.strategy, p.kind, p.sub + 1) for p, _ in samples]

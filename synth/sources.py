@@ -167,9 +167,10 @@ def prepare(paths: list[Path], root: Path, directory: Path, size: int, edges: st
 
 
 def _render(renderer, edge: np.ndarray, image: np.ndarray, category: str) -> np.ndarray:
-    """G(E_j) for every source in batches (zeros without a renderer, e.g. the Perlin baseline)."""
+    """G(E_j) for every source in batches (zeros without a renderer, e.g. the Perlin baseline, and for an
+    inpainting generator, whose R_N depends on each sample's hole and is rendered with it)."""
     render = np.zeros_like(image)
-    if renderer is not None:
+    if renderer is not None and getattr(renderer, "kind", "global") == "global":
         for s in progress(range(0, len(image), RENDER_BATCH), desc=f"{category}: render sources",
                           total=-(-len(image) // RENDER_BATCH)):
             sl = slice(s, s + RENDER_BATCH)

@@ -47,3 +47,14 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("ckpt") / "model.pt"
     save_checkpoint(path, LocalizationNet(config), config)
     return path
+
+
+@pytest.fixture
+def one_torch_thread():
+    """torch on one thread for the test (the machine is shared), restored afterwards."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -86,6 +86,32 @@ def test_same_bytes_for_any_worker_count_and_backend(toybox_root, tiny_generator
             assert not (changed & (s.mask == 0)).any()
 
 
+def test_inpaint_generator_same_bytes_for_any_worker_count_and_render_mode(toybox_root, tmp_path):
+    """The inpainting kind renders R_N per sample (nothing cached in sources.h5) and stays byte-identical."""
+    import torch
+
+    from synth.compose import feather_support
+    from synth.render.fitting import fit_for_category
+
+    torch.set_num_threads(1)
+    gen = fit_for_category("toybox", toybox_root, CATEGORY, size=64, preset="tiny", epochs=1,
+                           out=tmp_path / "inpaint.pt", device="cpu", progress=False, kind="inpaint")
+    opts = {"synthesizer": "logical", "generator": gen, "device": "cpu", "n": 8}
+    one = run_build(tmp_path / "one", toybox_root, workers=1, **opts)
+    served = run_build(tmp_path / "served", toybox_root, workers=2, render="server", **opts)
+    assert served["render"] == "server"
+    dirs = [Path(r["out"]) for r in (one, served)]
+    assert files_of(dirs[0]) == files_of(dirs[1])
+    with h5py.File(dirs[0] / "sources.h5", "r") as f:
+        assert not f["render"][...].any()
+    data = GeneratedDataset(dirs[0])
+    assert len(data) == 8
+    for i in range(len(data)):
+        s = data[i]
+        changed = (s.anomaly != s.normal).any(-1)
+        assert s.mask.any() and not (changed & ~feather_support(s.mask > 0, 2)).any()
+
+
 def test_killed_build_resumes_to_a_verified_dataset(toybox_root, tmp_path):
     out = tmp_path / "out"
     directory = out / "toybox" / CATEGORY

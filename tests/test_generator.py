@@ -226,8 +226,9 @@ def _shows(sheet: np.ndarray, tile: np.ndarray) -> bool:
 def test_fit_writes_quality_samples_and_counters(pairs, tmp_path):
     out = _fit(pairs, tmp_path / "gen.pt", epochs=2)
     ckpt = read_checkpoint(out)
-    assert set(ckpt) == {"format", "version", "config", "edges", "size", "state_dict", "quality", "epochs",
-                         "seed"}                    # inference only: no discriminator, no optimizer state
+    assert set(ckpt) == {"format", "version", "kind", "config", "edges", "size", "state_dict", "quality",
+                         "epochs", "seed"}          # inference only: no discriminator, no optimizer state
+    assert ckpt["kind"] == "global"
     state = read_train_state(out)
     per_epoch = 3                                   # 8 images - 2 held out, batch 2
     assert state["epoch"] == 2 and state["step"] == 2 * per_epoch

@@ -6,6 +6,10 @@ the steps then linear decay to 0. Augmentation keeps *edited* edge maps in distr
 between G(E_j) and I on held-out normals is stored as the checkpoint's "quality", the reference for
 collapse rejection.
 
+Both generator kinds use this one loop (`kind`): "global" (the paper's: edges -> image) and "inpaint"
+(synth.render.inpaint: image with a hole + hole + edges -> the hole repainted; its losses count only the
+hole, its quality is SSIM inside edit-sized holes, and it adds an SSIM loss term).
+
 Two files: `<out>` holds only what inference needs (config, edges, size, G's weights, quality, provenance);
 `<out stem>.train.pt` beside it holds the training state (G, discriminator, optimizers, epoch, step) that
 `resume` reads. Both are rewritten atomically at every periodic checkpoint and at the end.
@@ -31,6 +35,7 @@ from synth.errors import CheckpointError, DatasetError, LogicalError
 from synth.images import load_rgb, resize_rgb, save_image
 from synth.render.generator import (
     FORMAT,
+    KINDS,
     VERSION,
     GeneratorConfig,
     GeneratorRenderer,
@@ -43,9 +48,18 @@ from synth.render.generator import (
     resolve_device,
     save_checkpoint,
 )
+from synth.render.inpaint import (
+    InpaintRenderer,
+    condition,
+    hole_quality,
+    hole_source,
+    inpaint_config,
+    inpaint_grid,
+    training_sample,
+)
 from synth.rng import derive_seed
 from synth.sheet import contact_sheet
-from synth.ssim import ssim
+from synth.ssim import ssim, ssim_map_torch
 from synth.warp import random_tps, remap
 
 # Training defaults per preset. base follows pix2pixHD and the paper (300 epochs, no pixel loss). tiny is
@@ -63,6 +77,13 @@ FIT_DEFAULTS: dict[str, dict] = {
 HELD_OUT_FRACTION = 0.1
 MAX_HELD_OUT = 32
 MIN_FIT_IMAGES = 10
+# The inpainting kind (ours) on top of its preset's defaults: L1 and SSIM inside the hole, as EdgeConnect's
+# inpainting stage trains with a pixel term next to the adversarial ones; no edge dropout or stray strokes
+# (edges it is given must be followed, not second-guessed: an edit's new strokes have no pixels yet).
+KIND_DEFAULTS: dict[str, dict] = {
+    "global": {"lambda_ssim": 0.0},
+    "inpaint": {"lambda_l1": 10.0, "lambda_ssim": 5.0},
+}
 TRAIN_FORMAT = "logical-generator-train"
 TRAIN_KEYS = ("disc", "opt_g", "opt_d", "epoch", "step")
 
@@ -127,24 +148,47 @@ def _feature_loss(fake: list[list[torch.Tensor]], real: list[list[torch.Tensor]]
                for fs, rs in zip(fake, real, strict=True) for f, r in zip(fs[:-1], rs[:-1], strict=True))
 
 
+def _pixel_losses(fake: torch.Tensor, real: torch.Tensor, hole: torch.Tensor | None, lambda_l1: float,
+                  lambda_ssim: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(L1, 1 - SSIM) weighted, over the whole image or, with `hole` (B,1,H,W), over its pixels only."""
+    zero = torch.zeros((), device=fake.device)
+    diff = (fake.float() - real.float()).abs()
+    if hole is None:
+        l1 = diff.mean() * lambda_l1 if lambda_l1 else zero
+        s = (1.0 - ssim_map_torch((fake + 1) / 2, (real + 1) / 2).mean()) * lambda_ssim if lambda_ssim else zero
+        return l1, s
+    area = hole.float().sum().clamp(min=1.0)
+    l1 = (diff * hole).sum() / (area * diff.shape[1]) * lambda_l1 if lambda_l1 else zero
+    s = zero
+    if lambda_ssim:
+        s = (1.0 - (ssim_map_torch((fake + 1) / 2, (real + 1) / 2) * hole).sum() / area) * lambda_ssim
+    return l1, s
+
+
 def train_step(gen: GlobalGenerator, disc: MultiscaleDiscriminator, opt_g: torch.optim.Optimizer,
                opt_d: torch.optim.Optimizer, edges: torch.Tensor, real: torch.Tensor,
-               lambda_feat: float = 10.0, lambda_l1: float = 0.0) -> dict[str, float]:
-    """One generator update then one discriminator update (pix2pixHD order); returns the losses."""
+               lambda_feat: float = 10.0, lambda_l1: float = 0.0, hole: torch.Tensor | None = None,
+               lambda_ssim: float = 0.0) -> dict[str, float]:
+    """One generator update then one discriminator update (pix2pixHD order); returns the losses.
+
+    `edges` is the generator's input (the edge maps, or the inpainting kind's `condition`). With `hole`
+    (B,1,H,W) in {0,1} the output is pasted into `real` outside the hole before any loss, as it will be used.
+    """
     n_layers = len(disc.scales[0].groups) - 2
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if edges.is_cuda else nullcontext()
     with amp:
         fake = gen(edges)
+        if hole is not None:
+            fake = fake * hole + real * (1.0 - hole)
         pred_real = disc(edges, real)
         disc.requires_grad_(False)
         pred_fake = disc(edges, fake)
         disc.requires_grad_(True)
         g_gan = _gan_loss(pred_fake, True)
         g_feat = _feature_loss(pred_fake, pred_real, n_layers) * lambda_feat
-        g_l1 = F.l1_loss(fake.float(), real.float()) * lambda_l1 if lambda_l1 else torch.zeros(
-            (), device=edges.device)
+    g_l1, g_ssim = _pixel_losses(fake, real, hole, lambda_l1, lambda_ssim)
     opt_g.zero_grad(set_to_none=True)
-    (g_gan + g_feat + g_l1).backward()
+    (g_gan + g_feat + g_l1 + g_ssim).backward()
     opt_g.step()
     with amp:
         d_fake = _gan_loss(disc(edges, fake.detach()), False)
@@ -152,7 +196,7 @@ def train_step(gen: GlobalGenerator, disc: MultiscaleDiscriminator, opt_g: torch
     opt_d.zero_grad(set_to_none=True)
     (0.5 * (d_fake + d_real)).backward()
     opt_d.step()
-    return {"g_gan": g_gan.item(), "g_feat": g_feat.item(), "g_l1": g_l1.item(),
+    return {"g_gan": g_gan.item(), "g_feat": g_feat.item(), "g_l1": g_l1.item(), "g_ssim": g_ssim.item(),
             "d_real": d_real.item(), "d_fake": d_fake.item()}
 
 
@@ -235,8 +279,12 @@ def fit_generator(images: list[np.ndarray], edges: list[np.ndarray], config: Gen
                   sample_every: int = 10, checkpoint_every: int = 5, held_out: int = 4,
                   val_images: list[np.ndarray] | None = None, val_edges: list[np.ndarray] | None = None,
                   aug: Augment | None = None, device: str = "auto", progress: bool = True,
-                  stop_after: int | None = None) -> Path:
+                  stop_after: int | None = None, kind: str = "global", lambda_ssim: float = 0.0) -> Path:
     """Fit G on (edge map, normal image) pairs and write a checkpoint to `out`; returns `out`.
+
+    `kind` "global" fits the paper's generator (`config` as given); "inpaint" fits the inpainting kind
+    (synth.render.inpaint; `config` gets its 5 input channels, holes are drawn per example, the edge dropout
+    and stray strokes of `aug` are off, and quality is SSIM inside edit-sized holes).
 
     Quality is measured on `val_images`/`val_edges` when given, else on `held_out` train images kept out of
     fitting. `resume=True` continues from the epoch and step saved next to `out` (`train_state_path`; same
@@ -245,7 +293,11 @@ def fit_generator(images: list[np.ndarray], edges: list[np.ndarray], config: Gen
     checkpoint without quality to resume from.
     """
     out = Path(out)
-    aug = aug or Augment()
+    if kind not in KINDS:
+        raise ValueError(f"generator kind {kind!r}: choose {', '.join(KINDS)}")
+    inpaint = kind == "inpaint"
+    aug = aug or (Augment(dropout=0.0, strokes=0.0) if inpaint else Augment())
+    config = inpaint_config(config) if inpaint else config
     imgs, eds = _prepare(images, edges, config.size)
     if val_images:
         vimgs, veds = _prepare(val_images, val_edges or [], config.size)
@@ -261,6 +313,7 @@ def fit_generator(images: list[np.ndarray], edges: list[np.ndarray], config: Gen
             vimgs, veds = imgs, eds
     if not train_idx:
         raise DatasetError("no normal images to fit the generator on")
+    holes_from = {i: hole_source(imgs[i], eds[i]) for i in train_idx} if inpaint else {}
 
     dev = resolve_device(device)
     torch.manual_seed(seed)
@@ -280,7 +333,8 @@ def fit_generator(images: list[np.ndarray], edges: list[np.ndarray], config: Gen
 
     def checkpoint(epoch: int, quality: dict) -> None:
         """`out` for inference, then the training state beside it."""
-        payload = {"format": FORMAT, "version": VERSION, "config": config.to_dict(), "edges": edges_identity,
+        payload = {"format": FORMAT, "version": VERSION, "kind": kind, "config": config.to_dict(),
+                   "edges": edges_identity,
                    "size": config.size, "state_dict": _cpu(gen.state_dict()), "quality": quality,
                    "epochs": epochs, "seed": seed}
         save_checkpoint(out, payload)
@@ -289,7 +343,19 @@ def fit_generator(images: list[np.ndarray], edges: list[np.ndarray], config: Gen
             "opt_d": opt_d.state_dict(), "epoch": epoch, "step": step})
 
     def renderer() -> GeneratorRenderer:
-        return GeneratorRenderer(gen, config, edges_identity, device=dev)
+        return (InpaintRenderer if inpaint else GeneratorRenderer)(gen, config, edges_identity, device=dev)
+
+    def batch(order: list[int], rng: np.random.Generator) -> tuple:
+        """(input, real, hole or None) of one batch of augmented examples."""
+        if not inpaint:
+            return (*_batch([augment(imgs[i], eds[i], rng, aug) for i in order], dev), None)
+        made = [training_sample(imgs[i], eds[i], *holes_from[i], rng, aug) for i in order]
+        cond, real = _batch([(im, e) for im, e, _ in made], dev)
+        hole = torch.from_numpy(np.stack([h for _, _, h in made]).astype(np.float32))[:, None].to(dev)
+        return condition(real, hole, cond), real, hole
+
+    def grid() -> None:
+        (inpaint_grid if inpaint else sample_grid)(renderer(), vimgs, veds, samples_path(out))
 
     per_epoch = math.ceil(len(train_idx) / batch_size)
     total = epochs * per_epoch
@@ -300,34 +366,37 @@ def fit_generator(images: list[np.ndarray], edges: list[np.ndarray], config: Gen
         order = rng.permutation(train_idx)
         gen.train()
         for b in range(per_epoch):
-            pairs = [augment(imgs[i], eds[i], rng, aug) for i in order[b * batch_size:(b + 1) * batch_size]]
+            cond, real, hole = batch(order[b * batch_size:(b + 1) * batch_size], rng)
             for opt in (opt_g, opt_d):
                 for group in opt.param_groups:
                     group["lr"] = lr_at(step, total, lr)
-            losses = train_step(gen, disc, opt_g, opt_d, *_batch(pairs, dev), lambda_feat, lambda_l1)
+            losses = train_step(gen, disc, opt_g, opt_d, cond, real, lambda_feat, lambda_l1, hole, lambda_ssim)
             step += 1
             if not all(math.isfinite(v) for v in losses.values()):
                 _stop_non_finite(out, epoch, step, losses, checkpoint_every)
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items() if k != "g_l1" or lambda_l1})
+                bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items()
+                                 if (k != "g_l1" or lambda_l1) and (k != "g_ssim" or lambda_ssim)})
         done = epoch + 1
         if checkpoint_every and done % checkpoint_every == 0 and done < epochs:
             checkpoint(done, {})
         if sample_every and done % sample_every == 0 and done < epochs:
-            sample_grid(renderer(), vimgs, veds, samples_path(out))
+            grid()
     if bar is not None:
         bar.close()
     if stop_after is not None and stop_after < epochs:
         checkpoint(max(stop_after, start_epoch), {})
         return out
-    quality = quality_of(renderer(), vimgs, veds) | {"on": on, "n": len(vimgs)}
+    measure = hole_quality(renderer(), vimgs, veds, seed) if inpaint else quality_of(renderer(), vimgs, veds)
+    quality = measure | {"on": on, "n": len(vimgs)}
     if on == "train":
         quality["note"] = "measured on the training images (none held out): optimistic"
     checkpoint(max(epochs, start_epoch), quality)
-    sample_grid(renderer(), vimgs, veds, samples_path(out))
+    grid()
+    what = "SSIM inside edit-sized holes" if inpaint else "SSIM(G(E), I)"
     label = "training images (none held out: optimistic)" if on == "train" else f"{on} images"
-    say(f"generator quality, SSIM(G(E), I) on {len(vimgs)} {label}: mean {quality['ssim_mean']:.3f}, "
+    say(f"generator quality ({kind}), {what} on {len(vimgs)} {label}: mean {quality['ssim_mean']:.3f}, "
         f"std {quality['ssim_std']:.3f}, p05 {quality['ssim_p05']:.3f}")
     return out
 
@@ -375,8 +444,9 @@ def fit_for_category(dataset: str, root: Path | None, category: str, size: int |
                      preset: str = "tiny", epochs: int | None = None, out: Path | None = None,
                      edges: str = "classic", pidinet_weights: Path | None = None, *,
                      batch_size: int | None = None, resume: bool = False, seed: int = 0,
-                     device: str = "auto", progress: bool = True) -> Path:
-    """Read a category's normal images, compute their edges, fit the generator; the checkpoint path.
+                     device: str = "auto", progress: bool = True, kind: str = "global") -> Path:
+    """Read a category's normal images, compute their edges, fit the generator of `kind` (global |
+    inpaint); the checkpoint path.
 
     Default output: data/<dataset>/<category>/generator.pt. Validation normals (LOCO, toybox) measure quality;
     otherwise a few train images are held out.
@@ -385,7 +455,9 @@ def fit_for_category(dataset: str, root: Path | None, category: str, size: int |
     from synth.edges import get_extractor
 
     config = config_for(preset, size)
-    defaults = FIT_DEFAULTS[preset]
+    if kind not in KINDS:
+        raise LogicalError(f"--kind {kind}: choose {', '.join(KINDS)}")
+    defaults = FIT_DEFAULTS[preset] | KIND_DEFAULTS[kind]
     out = Path(out) if out is not None else Path("data") / dataset / category / "generator.pt"
     reader = open_dataset(dataset, root)
     train_paths = reader.train_images(category)
@@ -412,5 +484,5 @@ def fit_for_category(dataset: str, root: Path | None, category: str, size: int |
     return fit_generator(images, edge_maps, config, epochs or defaults["epochs"], out, held_out=held_out,
                          edges_identity=extractor.identity, resume=resume, seed=seed,
                          batch_size=batch_size or defaults["batch_size"], lr=defaults["lr"],
-                         lambda_l1=defaults["lambda_l1"],
+                         lambda_l1=defaults["lambda_l1"], lambda_ssim=defaults["lambda_ssim"], kind=kind,
                          val_images=val_images, val_edges=val_edges, device=device, progress=progress)

@@ -3,7 +3,8 @@
 Architecture follows NVIDIA/pix2pixHD: the generator maps a 1-channel edge map to RGB in [-1, 1]; the
 discriminators see the edge map concatenated with an image and return every intermediate feature map so the
 generator can be trained with feature matching. `load_generator` turns a checkpoint into a
-`GeneratorRenderer`, the Renderer used by the synthesis pipeline.
+`GeneratorRenderer`, the Renderer used by the synthesis pipeline, or for a checkpoint of the inpainting kind
+(synth.render.inpaint: the same network conditioned on the image around a hole) an `InpaintRenderer`.
 """
 
 from __future__ import annotations
@@ -22,6 +23,10 @@ from synth.shards import sha256_file
 
 FORMAT = "logical-generator"
 VERSION = 1
+# What a checkpoint renders from: "global" paints the whole image from the edge map (the paper's pix2pixHD),
+# "inpaint" repaints a hole of the normal image from its surroundings and the edges (synth.render.inpaint).
+# A checkpoint without a kind predates the inpainting kind and is global.
+KINDS = ("global", "inpaint")
 
 
 @dataclass(frozen=True)
@@ -207,6 +212,10 @@ def check_payload(path: Path, ckpt: dict) -> dict:
     for key in ("config", "edges", "size", "state_dict"):
         if key not in ckpt:
             raise CheckpointError(f"{path}: generator checkpoint lacks {key!r}")
+    ckpt["kind"] = str(ckpt.get("kind", "global"))
+    if ckpt["kind"] not in KINDS:
+        raise CheckpointError(f"{path}: unknown generator kind {ckpt['kind']!r} (this version knows "
+                              f"{', '.join(KINDS)})")
     try:
         ckpt["config"] = GeneratorConfig.from_dict(dict(ckpt["config"]))
     except (TypeError, ValueError) as exc:
@@ -214,6 +223,11 @@ def check_payload(path: Path, ckpt: dict) -> dict:
     if int(ckpt["size"]) != ckpt["config"].size:
         raise CheckpointError(f"{path}: size {ckpt['size']} disagrees with its config "
                               f"({ckpt['config'].size})")
+    from synth.render.inpaint import IN_CH
+
+    if (ckpt["config"].in_ch == IN_CH) != (ckpt["kind"] == "inpaint"):
+        raise CheckpointError(f"{path}: a {ckpt['kind']} generator with {ckpt['config'].in_ch} input "
+                              "channel(s) is inconsistent")
     return ckpt
 
 
@@ -247,11 +261,13 @@ def _resize(arr: np.ndarray, w: int, h: int) -> np.ndarray:
 
 
 class GeneratorRenderer:
-    """A frozen generator as a Renderer: edge maps (B,H,W) float [0,1] -> images (B,H,W,3) uint8.
+    """A frozen global generator as a Renderer: edge maps (B,H,W) float [0,1] -> images (B,H,W,3) uint8.
 
     `bf16`: run the network under bfloat16 autocast (default: on CUDA; float32 on the CPU). Forcing it either
     way measures what bf16 changes in the renders (benchmarks/gpu_check.py).
     """
+
+    kind = "global"
 
     def __init__(self, model: GlobalGenerator, config: GeneratorConfig, edges_identity: str,
                  identity: str = "generator-unsaved", quality: dict | None = None,
@@ -267,8 +283,9 @@ class GeneratorRenderer:
         self.quality = quality or {}
         self.max_batch = max_batch
 
-    def render(self, edges: np.ndarray, normals: np.ndarray | None = None) -> np.ndarray:
-        """Render each edge map; `normals` is accepted for the Renderer protocol and ignored."""
+    def render(self, edges: np.ndarray, normals: np.ndarray | None = None,
+               holes: np.ndarray | None = None) -> np.ndarray:
+        """Render each edge map; `normals` and `holes` are accepted for the Renderer protocol and ignored."""
         edges = np.asarray(edges, dtype=np.float32)
         if edges.ndim != 3:
             raise ValueError(f"edges must be (B,H,W), got shape {edges.shape}")
@@ -285,9 +302,13 @@ class GeneratorRenderer:
             out[start:start + len(chunk)] = images
         return out
 
-    @torch.inference_mode()
     def _forward(self, edges: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(np.ascontiguousarray(np.clip(edges, 0.0, 1.0)))[:, None].to(self.device)
+        return self._run(torch.from_numpy(np.ascontiguousarray(np.clip(edges, 0.0, 1.0)))[:, None])
+
+    @torch.inference_mode()
+    def _run(self, x: torch.Tensor) -> np.ndarray:
+        """The network on a (B, in_ch, H, W) input -> (B, H, W, 3) uint8 images."""
+        x = x.to(self.device)
         if self.device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
@@ -323,8 +344,12 @@ def load_generator(path: Path, edges: str | None = None, size: int | None = None
             model.load_state_dict(ckpt["state_dict"])
         except (RuntimeError, TypeError, AttributeError) as exc:
             raise CheckpointError(f"{path}: generator weights do not match its config ({exc})") from None
-        renderer = GeneratorRenderer(model, config, str(ckpt["edges"]), f"generator-{sha256_file(path)[:12]}",
-                                     dict(ckpt.get("quality") or {}), dev)
+        if ckpt["kind"] == "inpaint":
+            from synth.render.inpaint import InpaintRenderer as cls
+        else:
+            cls = GeneratorRenderer
+        renderer = cls(model, config, str(ckpt["edges"]), f"generator-{sha256_file(path)[:12]}",
+                       dict(ckpt.get("quality") or {}), dev)
         _CACHE[key] = renderer
     check_compatible(path, {"edges": renderer.edges_identity, "size": renderer.config.size}, edges, size)
     return renderer

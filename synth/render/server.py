@@ -32,23 +32,25 @@ RENDER_MODES = ("auto", "inline", "server")
 
 
 def _handle(conn, renderer, lock: threading.Lock) -> None:
-    """Serve one worker's connection: (edges) -> ("ok", images) | ("error", message), until it closes."""
+    """Serve one worker's connection: (edges, normals, holes) -> ("ok", images) | ("error", message), until
+    it closes (normals and holes are None for a global generator)."""
     with conn:
         while True:
             try:
-                edges = conn.recv()
+                edges, normals, holes = conn.recv()
             except (EOFError, OSError):
                 return
             try:
                 with lock:
-                    images = renderer.render(edges)
+                    images = renderer.render(edges, normals, holes)
                 conn.send(("ok", images))
             except Exception as exc:  # the worker raises it with the server's words
                 conn.send(("error", f"{type(exc).__name__}: {exc}"))
 
 
 def _serve(path: str, edges: str, size: int, device: str, authkey: bytes, ready) -> None:
-    """Render-process entry point: load the generator, report (address, identity, quality), serve forever."""
+    """Render-process entry point: load the generator, report (address, identity, quality, kind), serve
+    forever."""
     try:
         from synth.render.generator import load_generator
 
@@ -57,7 +59,7 @@ def _serve(path: str, edges: str, size: int, device: str, authkey: bytes, ready)
     except Exception as exc:
         ready.send(("error", f"{type(exc).__name__}: {exc}"))
         return
-    ready.send(("ok", listener.address, renderer.identity, renderer.quality))
+    ready.send(("ok", listener.address, renderer.identity, renderer.quality, renderer.kind))
     lock = threading.Lock()
     while True:
         try:
@@ -75,17 +77,25 @@ class RemoteRenderer:
     authkey: bytes
     identity: str
     quality: dict = field(default_factory=dict)
+    kind: str = "global"
 
     def __getstate__(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if k != "_conn"}
 
-    def render(self, edges: np.ndarray, normals: np.ndarray | None = None) -> np.ndarray:
-        """(B,H,W) float32 edge maps -> (B,H,W,3) uint8 images, rendered by the server's generator."""
+    def render(self, edges: np.ndarray, normals: np.ndarray | None = None,
+               holes: np.ndarray | None = None) -> np.ndarray:
+        """(B,H,W) float32 edge maps (with (B,H,W,3) uint8 normals and (B,H,W) bool holes for an inpainting
+        generator) -> (B,H,W,3) uint8 images, rendered by the server's generator."""
         conn = self.__dict__.get("_conn")
         try:
             if conn is None:
                 conn = self.__dict__["_conn"] = Client(self.address, authkey=self.authkey)
-            conn.send(np.ascontiguousarray(edges, np.float32))
+            if self.kind == "inpaint":
+                request = (np.ascontiguousarray(edges, np.float32), np.ascontiguousarray(normals, np.uint8),
+                           np.ascontiguousarray(holes, bool))
+            else:      # a global generator ignores them: not worth the transfer
+                request = (np.ascontiguousarray(edges, np.float32), None, None)
+            conn.send(request)
             status, payload = conn.recv()
         except (EOFError, OSError) as exc:
             self.__dict__.pop("_conn", None)
@@ -122,8 +132,8 @@ class RenderServer:
         if reply[0] != "ok":
             self._stop()
             raise LogicalError(f"the render process could not load {self.args[0]}: {reply[1]}")
-        _, address, identity, quality = reply
-        return RemoteRenderer(tuple(address), authkey, identity, dict(quality))
+        _, address, identity, quality, kind = reply
+        return RemoteRenderer(tuple(address), authkey, identity, dict(quality), kind)
 
     def _stop(self) -> None:
         if self.process is not None and self.process.is_alive():

@@ -12,14 +12,15 @@ class StandInRenderer:
     """Renderer stand-in: the edge map painted on a blurred normal image (tests/preview only)."""
 
     identity = "stand-in"
+    kind = "global"
     quality: dict = {}
 
     def __init__(self, blur: float = 2.0, ink: tuple[int, int, int] = (20, 20, 20)) -> None:
         self.blur = blur
         self.ink = np.array(ink, np.float32)
 
-    def render(self, edges: np.ndarray, normals: np.ndarray) -> np.ndarray:
-        """(B,H,W) float [0,1] edge maps + (B,H,W,3) uint8 normals -> (B,H,W,3) uint8."""
+    def render(self, edges: np.ndarray, normals: np.ndarray, holes: np.ndarray | None = None) -> np.ndarray:
+        """(B,H,W) float [0,1] edge maps + (B,H,W,3) uint8 normals -> (B,H,W,3) uint8 (holes ignored)."""
         edges = np.asarray(edges, np.float32)
         if normals is None or len(normals) != len(edges):
             raise ValueError("the stand-in renderer needs one normal image per edge map")
