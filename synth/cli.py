@@ -233,8 +233,8 @@ def scan_command(dataset: str, root: str | None, category: str | None, as_json: 
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seed of every random choice; as in build, sample i depends only on (seed, category, i).")
 @click.option("--size", type=int, default=256, show_default=True, help="Square image size in pixels.")
-@click.option("--strategies", default=",".join(("remove", "replace", "merge", "stroke", "jitter")),
-              show_default=True, help="Comma-separated edit strategies, used in turn (also: colour, warp).")
+@click.option("--strategies", default=",".join(("remove", "replace", "merge", "stroke", "chip")),
+              show_default=True, help="Comma-separated edit strategies, used in turn (also: jitter, colour, warp).")
 @click.option("--edges", type=click.Choice(["classic", "pidinet"]), default="classic", show_default=True,
               help="Edge extractor (must match the generator's).")
 @click.option("--pidinet-weights", type=click.Path(), default=None,
