@@ -156,7 +156,8 @@ def export_command(path: str, fmt: str, out: str) -> None:
 @click.option("--pidinet-weights", type=click.Path(dir_okay=False), default=None,
               help="PiDiNet checkpoint (table5_pidinet.pth) for --edges pidinet.")
 @click.option("--strategies", default=None,
-              help="Comma-separated edit strategies (default: all), e.g. remove,replace,merge.")
+              help="Comma-separated edit strategies (default: remove,replace,merge,stroke,chip,colour; "
+                   "also jitter, warp).")
 @click.option("--mix", default="logical=0.5,structural=0.5", show_default=True,
               help="Weights of the anomaly kinds for the logical synthesizer.")
 @click.option("--synthesizer", type=click.Choice(["logical", "perlin", "both"]), default="logical",
