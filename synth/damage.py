@@ -8,10 +8,10 @@ relative to the local luminance and the JND map (Yang et al. 2005, `synth.jnd`: 
 bright surface alike), and the generator is not called (like the colour edit):
 
 - crack (`stroke`, style "crack"): a jagged random-walk polyline, sometimes branched; 1-2 px core darkened by
-  several JNDs, a rim lit on the side facing a random light and shaded on the other (the groove's walls,
+  several JNDs, a rim lit on the wall facing a random light and shaded on the other (the groove's walls,
   an emboss of the core's profile); multiplicative, so the texture under it stays;
-- scratch (`stroke`, style "scratch"): 1-3 near-parallel thin lines, bright (worn to bare material) or dark,
-  following one surface (a part, or the carrier around the parts) and clipped to it;
+- scratch (`stroke`, style "scratch"): a thin line (sometimes with a shorter companion), bright (worn to bare
+  material) or dark, following one surface (a part, or the carrier around the parts) and clipped to it;
 - chip (`chip`): a jagged bite out of a part's (or the object's) outline that shows what lies behind it (the
   carrier or background next to it, copied with its texture from just outside the outline), with a shaded
   broken edge and a thin cast shadow; where nothing lies behind (the object fills the frame) a pit with a lit
@@ -32,7 +32,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from synth.edits import MIN_EDGE_PX, bbox_of, dilate
+from synth.compose import Composed, clean_mask, default_sizes, paste
+from synth.edits import MIN_EDGE_PX, Edit, bbox_of, dilate
 from synth.jnd import jnd_map, luminance
 
 DAMAGE = ("stroke", "chip")  # strategies painted here (synth.edits.PAINTED adds colour, painted there)
@@ -109,7 +110,8 @@ def _raster(lines: list[np.ndarray], shape: tuple[int, int]) -> np.ndarray:
     return canvas > 0
 
 
-def plan_stroke(edge, foreground, regions, rng, pad, **_):
+def plan_stroke(edge: np.ndarray, foreground: np.ndarray, regions: np.ndarray | None, rng: np.random.Generator,
+                pad: int, **_) -> tuple[np.ndarray, np.ndarray, dict] | None:
     """A crack or scratch on one surface: (edited edge map, region, params) or None (too little edge)."""
     h, w = edge.shape
     surface, where = _surface(regions, foreground, rng, part_p=0.5)
@@ -169,7 +171,8 @@ def _behind_shift(chip: np.ndarray, obj: np.ndarray, behind: np.ndarray, point: 
     return None
 
 
-def plan_chip(edge, foreground, regions, rng, pad, **_):
+def plan_chip(edge: np.ndarray, foreground: np.ndarray, regions: np.ndarray | None, rng: np.random.Generator,
+              pad: int, **_) -> tuple[np.ndarray, np.ndarray, dict] | None:
     """A bite out of a part's or the object's outline (showing what lies behind it), or a pit where the
     object has no outline to break: (edited edge map, region, params) or None."""
     h, w = edge.shape
@@ -308,15 +311,13 @@ def _lab_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.sqrt(((la - lb) ** 2).sum(axis=2))
 
 
-def paint_damage(normal: np.ndarray, edit, feather: int | None = None):
+def paint_damage(normal: np.ndarray, edit: Edit, feather: int | None = None) -> Composed:
     """The anomaly image and its honest mask for a painted edit (`edit.strategy` in DAMAGE).
 
     `normal` is uint8 (H, W, 3); returns `synth.compose.Composed` (anomaly uint8, mask bool, reason None or
     "empty_mask" when nothing visible changed). Only pixels of `edit.region` are painted; the label is where
     the colour moved by >= VISIBLE_JND x JND (and >= MIN_STEP levels, Lab distance) there.
     """
-    from synth.compose import Composed, clean_mask, default_sizes, paste
-
     sizes = default_sizes(normal.shape[:2])
     feather = sizes["feather"] if feather is None else feather
     box = bbox_of(edit.region)
