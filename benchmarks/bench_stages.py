@@ -41,6 +41,7 @@ def _synthesis_stages() -> list[Stage]:
     import warnings
 
     from synth.compose import compose
+    from synth.damage import DAMAGE, paint_damage
     from synth.edits import STRATEGIES, apply_colour, plan_edit
     from synth.regions import foreground_mask, semantic_regions
     from synth.render.standin import StandInRenderer
@@ -73,6 +74,8 @@ def _synthesis_stages() -> list[Stage]:
             e = ctx[f"edit_{strategy}"]
             if e is None:
                 return None
+            if strategy in DAMAGE:  # painted on the normal pixels: this is their whole compose
+                return paint_damage(ctx["rgb"], e)
             ref = ctx["rgb"] if strategy == "colour" else ctx["render_normal_standin"]
             return compose(ctx["rgb"], ctx["render_edits_standin"][strategy], ref, e.region)
         return run

@@ -1,97 +1,278 @@
-"""LogicAL vs Perlin (vs both) on the same work: same category, model preset, steps and seeds.
+"""Synthesizers, generator kinds and edge extractors compared on the same work: same datasets, model preset,
+steps and seeds.
 
-For each synthesizer and seed: build a generated dataset, train the localization network, evaluate it on the real
-test split; print image AUROC and AU-sPRO (logical, structural, mean) as mean +- spread over seeds.
+A configuration is (synthesizer, generator kind, edge extractor); Perlin uses neither, so it is one row per
+dataset. For each dataset, configuration and seed: fit the generator once per (kind, extractor) with
+`logical-synth fit-generator --kind K --edges E` (a kind the installed CLI does not know is skipped with a
+message), build a generated dataset, train the localization network, evaluate it on the real test split.
+One table row per (dataset, configuration): mean ± std over seeds of the image AUROC and the localization
+score (AU-sPRO on LOCO-layout data such as toybox, with its logical / structural split; AUPRO elsewhere).
+Finished runs are cached in their folder (eval/metrics.json), so a rerun only does what is missing.
 
-    python benchmarks/compare_synthesizers.py --dataset toybox --category tray --seeds 0 1 2
-    python benchmarks/compare_synthesizers.py --dataset mvtec_loco --root data/raw/mvtec_loco --category pushpins \
-        --size 256 --preset base --n 20000 --steps 20000 --generator data/mvtec_loco/pushpins/generator.pt
+    python benchmarks/compare_synthesizers.py --datasets toybox:tray --seeds 0 1 2
+    python benchmarks/compare_synthesizers.py --synthesizers logical,perlin,both --generator-kind global,inpaint \\
+        --edges classic,pidinet --pidinet-weights ../shared/weights/table5_pidinet.pth \\
+        --datasets toybox:tray,mvtec:hazelnut:../shared/data/hazelnut_toy --seeds 0 1 2
+    python benchmarks/compare_synthesizers.py --tiny --synthesizers logical --out /tmp/cmp   # a quick check
 """
+
+from __future__ import annotations
 
 import argparse
 import json
+import shutil
+import subprocess
+import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from synth.build import build
-from train.evaluate import evaluate
-from train.loop import TrainConfig, train
-
 SYNTHESIZERS = ("logical", "perlin", "both")
-COLUMNS = [("logical", "image_auroc"), ("logical", "au_spro"), ("structural", "image_auroc"),
-           ("structural", "au_spro"), ("mean", "image_auroc"), ("mean", "au_spro")]
+KINDS = ("global", "inpaint")
+EDGES = ("classic", "pidinet")
+# --tiny: one end-to-end configuration in well under a minute on a CPU (a smoke test, not a measurement)
+TINY = {"n": 8, "steps": 1, "size": 32, "seeds": [0], "gen_epochs": 1, "batch_size": 4, "shard_size": 8,
+        "workers": 1}
+COLUMNS = ("image AUROC", "AU-sPRO / AUPRO", "logical I-AUROC", "logical AU-sPRO", "structural I-AUROC",
+           "structural AU-sPRO")
 
 
-def run_one(args: argparse.Namespace, synthesizer: str, seed: int) -> dict:
-    """Build, train and evaluate once; results are cached in the run folder so a rerun skips finished work."""
-    run = args.out / f"{synthesizer}-seed{seed}"
+@dataclass(frozen=True)
+class DatasetSpec:
+    """One dataset to compare on: reader name, category, root (None: the reader's default)."""
+
+    name: str
+    category: str
+    root: Path | None = None
+
+    @property
+    def slug(self) -> str:
+        return f"{self.name}-{self.category}"
+
+
+@dataclass(frozen=True)
+class Config:
+    """One configuration; kind and edges are None for Perlin (no generator, no edges)."""
+
+    synthesizer: str
+    kind: str | None = None
+    edges: str | None = None
+
+    @property
+    def slug(self) -> str:
+        return "-".join(x for x in (self.synthesizer, self.kind, self.edges) if x)
+
+
+def parse_list(text: str, allowed: tuple[str, ...], option: str) -> list[str]:
+    """Comma-separated names, each one of `allowed`; ValueError naming the option otherwise."""
+    names = [s.strip() for s in text.split(",") if s.strip()]
+    bad = [s for s in names if s not in allowed]
+    if bad or not names:
+        raise ValueError(f"{option} {text!r}: choose from {', '.join(allowed)}")
+    return list(dict.fromkeys(names))
+
+
+def parse_datasets(text: str) -> list[DatasetSpec]:
+    """`NAME:CATEGORY[:ROOT]`, comma-separated, e.g. `toybox:tray,mvtec:hazelnut:../shared/data/hazelnut_toy`."""
+    specs = []
+    for item in (s.strip() for s in text.split(",") if s.strip()):
+        parts = item.split(":", 2)
+        if len(parts) < 2 or not all(parts[:2]):
+            raise ValueError(f"--datasets {item!r}: expected NAME:CATEGORY[:ROOT]")
+        specs.append(DatasetSpec(parts[0], parts[1], Path(parts[2]) if len(parts) == 3 else None))
+    return specs
+
+
+def configurations(synthesizers: list[str], kinds: list[str], edges: list[str]) -> list[Config]:
+    """Every (synthesizer, kind, edges); Perlin once."""
+    out = []
+    for s in synthesizers:
+        if s == "perlin":
+            out.append(Config(s))
+        else:
+            out += [Config(s, k, e) for k in kinds for e in edges]
+    return out
+
+
+def _cli() -> list[str]:
+    exe = Path(sys.executable).with_name("logical-synth")
+    return [str(exe)] if exe.is_file() else [shutil.which("logical-synth") or "logical-synth"]
+
+
+def fit_options() -> str:
+    """The installed `logical-synth fit-generator --help` text (which options it knows)."""
+    return subprocess.run(_cli() + ["fit-generator", "--help"], capture_output=True, text=True).stdout
+
+
+def fit_generator(args: argparse.Namespace, spec: DatasetSpec, kind: str, edges: str, known: str
+                  ) -> tuple[Path | None, str | None]:
+    """(checkpoint, None), or (None, why it was skipped). Fitted once per dataset, kind and extractor."""
+    path = args.out / spec.slug / f"generator-{kind}-{edges}.pt"
+    if path.is_file():
+        return path, None
+    cmd = _cli() + ["fit-generator", "--dataset", spec.name, "--category", spec.category, "--preset", "tiny",
+                    "--size", str(args.size), "--edges", edges, "--device", args.device, "--out", str(path)]
+    if "--kind" in known:
+        cmd += ["--kind", kind]
+    elif kind != "global":
+        return None, (f"generator kind {kind!r} skipped: the installed `logical-synth fit-generator` has no "
+                      "--kind option (that generator kind is not in this checkout)")
+    if spec.root is not None:
+        cmd += ["--root", str(spec.root)]
+    if args.gen_epochs is not None:
+        cmd += ["--epochs", str(args.gen_epochs)]
+    if edges == "pidinet":
+        cmd += ["--pidinet-weights", str(args.pidinet_weights)]
+    print(f"  fitting {kind}/{edges} generator on {spec.slug}", flush=True)
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        last = (done.stderr.strip() or done.stdout.strip()).splitlines()[-1:] or ["(no output)"]
+        return None, f"{kind}/{edges} generator on {spec.slug} skipped: fit-generator failed: {last[0]}"
+    return path, None
+
+
+def run_one(args: argparse.Namespace, spec: DatasetSpec, config: Config, generator: Path | None,
+            seed: int) -> dict:
+    """Build, train and evaluate once; the metrics are cached in the run folder."""
+    from synth.build import build
+    from train.evaluate import evaluate
+    from train.loop import TrainConfig, train
+
+    run = args.out / spec.slug / f"{config.slug}-seed{seed}"
     result_path = run / "eval" / "metrics.json"
     if result_path.is_file():
         return json.loads(result_path.read_text())["metrics"]
     t0 = time.perf_counter()
-    build(args.dataset, args.root, [args.category], n=args.n, size=args.size, out=run / "data", seed=seed,
-          shard_size=args.shard_size, workers=args.workers, generator=args.generator, synthesizer=synthesizer)
+    build(spec.name, spec.root, [spec.category], n=args.n, size=args.size, out=run / "data", seed=seed,
+          shard_size=args.shard_size, workers=args.workers, generator=generator,
+          edges=config.edges or "classic", pidinet_weights=args.pidinet_weights if config.edges == "pidinet"
+          else None, synthesizer=config.synthesizer, device=args.device)
     t1 = time.perf_counter()
-    shards = run / "data" / args.dataset / args.category
-    cfg = TrainConfig(shards=shards, out=run / "model", steps=args.steps, batch_size=args.batch_size,
-                      preset=args.preset, size=args.size, workers=args.loader_workers, seed=seed,
-                      device=args.device, resume=True, lr=args.lr)
+    cfg = TrainConfig(shards=run / "data" / spec.name / spec.category, out=run / "model", steps=args.steps,
+                      batch_size=args.batch_size, preset=args.preset, size=args.size,
+                      workers=args.loader_workers, seed=seed, device=args.device, resume=True, lr=args.lr)
     checkpoint = train(cfg)
     t2 = time.perf_counter()
-    result = evaluate(checkpoint, args.dataset, args.root, args.category, run / "eval", device=args.device)
-    print(f"  {synthesizer} seed {seed}: build {t1 - t0:.0f} s, train {t2 - t1:.0f} s, "
+    result = evaluate(checkpoint, spec.name, spec.root, spec.category, run / "eval", device=args.device)
+    print(f"  {spec.slug} {config.slug} seed {seed}: build {t1 - t0:.0f} s, train {t2 - t1:.0f} s, "
           f"eval {time.perf_counter() - t2:.0f} s", flush=True)
     return result["metrics"]
 
 
-def table(results: dict[str, list[dict]]) -> str:
-    """Markdown: mean +- standard deviation over seeds, in percent."""
-    head = "| synthesizer | " + " | ".join(f"{split} {'I-AUROC' if m == 'image_auroc' else 'AU-sPRO'}"
-                                            for split, m in COLUMNS) + " |"
-    lines = [head, "|---" * (len(COLUMNS) + 1) + "|"]
-    for name, runs in results.items():
-        cells = []
-        for split, metric in COLUMNS:
-            vals = np.array([r[split][metric] for r in runs if r.get(split, {}).get(metric) is not None], float)
-            cells.append(f"{100 * vals.mean():.1f} ± {100 * vals.std():.1f}" if vals.size else "–")
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+def scores(metrics: dict) -> dict[str, float | None]:
+    """The table's columns from one run's metrics (LOCO layout: mean / logical / structural; else all)."""
+    def get(split: str, key: str):
+        value = metrics.get(split, {}).get(key)
+        return None if value is None else float(value)
+
+    if "logical" in metrics or "structural" in metrics or "mean" in metrics:
+        main = ("mean", "image_auroc"), ("mean", "au_spro")
+        extra = [get(s, k) for s in ("logical", "structural") for k in ("image_auroc", "au_spro")]
+    else:
+        main = ("all", "image_auroc"), ("all", "aupro")
+        extra = [None] * 4
+    return dict(zip(COLUMNS, [get(*main[0]), get(*main[1]), *extra], strict=True))
+
+
+def summarise(runs: list[dict]) -> dict[str, tuple[float, float] | None]:
+    """Per column: (mean, std) in percent over the runs that have it, else None."""
+    out = {}
+    for col in COLUMNS:
+        vals = np.array([s[col] for s in map(scores, runs) if s[col] is not None], float)
+        out[col] = (float(100 * vals.mean()), float(100 * vals.std())) if vals.size else None
+    return out
+
+
+def table(rows: list[tuple[DatasetSpec, Config, int, dict]]) -> str:
+    """Markdown, one row per (dataset, configuration): mean ± std over seeds, percent."""
+    head = "| dataset | synthesizer | generator | edges | seeds | " + " | ".join(COLUMNS) + " |"
+    lines = [head, "|---" * (len(COLUMNS) + 5) + "|"]
+    for spec, config, n, summary in rows:
+        cells = [f"{v[0]:.1f} ± {v[1]:.1f}" if v else "–" for v in (summary[c] for c in COLUMNS)]
+        lines.append(f"| {spec.name}/{spec.category} | {config.synthesizer} | {config.kind or '–'} | "
+                     f"{config.edges or '–'} | {n} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def main() -> None:
+def compare(args: argparse.Namespace) -> tuple[list[tuple[DatasetSpec, Config, int, dict]], list[str]]:
+    """Run every (dataset, configuration, seed); (table rows, skip notes)."""
+    configs = configurations(args.synthesizers, args.generator_kind, args.edges)
+    known = fit_options() if any(c.kind for c in configs) and args.generator is None else ""
+    rows, notes = [], []
+    for spec in args.datasets:
+        for config in configs:
+            generator = args.generator
+            if config.kind is not None and generator is None:
+                generator, why = fit_generator(args, spec, config.kind, config.edges, known)
+                if why:
+                    print(f"note: {why}", flush=True)
+                    notes.append(why)
+                    continue
+            runs = [run_one(args, spec, config, generator, seed) for seed in args.seeds]
+            rows.append((spec, config, len(runs), summarise(runs)))
+    return rows, notes
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--datasets", default=None,
+                   help="NAME:CATEGORY[:ROOT], comma-separated (default: --dataset/--category/--root)")
     p.add_argument("--dataset", default="toybox")
     p.add_argument("--root", type=Path, default=None)
     p.add_argument("--category", default="tray")
-    p.add_argument("--synthesizers", nargs="+", default=list(SYNTHESIZERS), choices=SYNTHESIZERS)
+    p.add_argument("--synthesizers", default=",".join(SYNTHESIZERS), help="comma-separated: logical,perlin,both")
+    p.add_argument("--generator-kind", default="global", help="comma-separated generator kinds: global,inpaint")
+    p.add_argument("--edges", default="classic", help="comma-separated edge extractors: classic,pidinet")
+    p.add_argument("--pidinet-weights", type=Path, default=None, help="table5_pidinet.pth for --edges pidinet")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--n", type=int, default=2000, help="generated samples per run")
     p.add_argument("--size", type=int, default=128)
     p.add_argument("--preset", default="small")
-    p.add_argument("--steps", type=int, default=600, help="training steps per run")
+    p.add_argument("--steps", type=int, default=700, help="training steps per run")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--lr", type=float, default=None, help="Adam learning rate (default: the preset's)")
     p.add_argument("--shard-size", type=int, default=500)
     p.add_argument("--workers", type=int, default=2, help="build workers")
     p.add_argument("--loader-workers", type=int, default=1)
     p.add_argument("--device", default="auto")
+    p.add_argument("--gen-epochs", type=int, default=None, help="generator epochs (default: the tiny preset's)")
     p.add_argument("--generator", type=Path, default=None,
-                   help="fitted generator for the logical synthesizer (default: the category's, fitted if missing)")
+                   help="one fitted generator for every configuration (default: fit one per kind and edges)")
+    p.add_argument("--tiny", action="store_true",
+                   help="smoke test: " + ", ".join(f"{k}={v}" for k, v in TINY.items()) + " (overrides those)")
     p.add_argument("--out", type=Path, default=Path("runs/compare"))
-    args = p.parse_args()
-    if args.generator is None:
-        args.generator = Path("data") / args.dataset / args.category / "generator.pt"
-        if not args.generator.is_file():
-            args.generator = None
-    results = {}
-    for synthesizer in args.synthesizers:
-        results[synthesizer] = [run_one(args, synthesizer, seed) for seed in args.seeds]
-    text = (f"{args.dataset}/{args.category}, {args.preset} @ {args.size}px, {args.n} samples, {args.steps} steps, "
-            f"seeds {args.seeds}\n\n" + table(results))
+    args = p.parse_args(argv)
+    try:
+        args.synthesizers = parse_list(args.synthesizers, SYNTHESIZERS, "--synthesizers")
+        args.generator_kind = parse_list(args.generator_kind, KINDS, "--generator-kind")
+        args.edges = parse_list(args.edges, EDGES, "--edges")
+        args.datasets = (parse_datasets(args.datasets) if args.datasets
+                         else [DatasetSpec(args.dataset, args.category, args.root)])
+    except ValueError as e:
+        p.error(str(e))
+    if "pidinet" in args.edges and (args.pidinet_weights is None or not args.pidinet_weights.is_file()):
+        p.error(f"--edges pidinet needs --pidinet-weights FILE (got {args.pidinet_weights})")
+    if args.generator is not None and (len(args.generator_kind) > 1 or len(args.edges) > 1):
+        p.error("--generator is one checkpoint: give one --generator-kind and one --edges with it")
+    if args.tiny:
+        for key, value in TINY.items():
+            setattr(args, key, value)
+    return args
+
+
+def main(argv: list[str] | None = None) -> str:
+    args = parse_args(argv)
+    rows, notes = compare(args)
+    names = ", ".join(d.slug for d in args.datasets)
+    text = (f"{names}: {args.preset} @ {args.size}px, {args.n} samples, {args.steps} steps, seeds {args.seeds}"
+            + ("\n\n" + table(rows) if rows else "\n\n(no configuration ran)")
+            + "".join(f"\n- {note}" for note in notes))
+    args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "table.md").write_text(text + "\n")
     print(text)
+    return text
 
 
 if __name__ == "__main__":

@@ -87,9 +87,11 @@ def strategy_kinds() -> dict[str, str]:
 
 
 def parse_strategies(strategies: str | Sequence[str] | None, kinds: dict[str, str]) -> tuple[str, ...]:
-    """Comma-separated strategy names (None: all), checked against synth.edits."""
+    """Comma-separated strategy names (None: synth.edits.DEFAULT_STRATEGIES), checked against synth.edits."""
     if strategies is None:
-        return tuple(kinds)
+        from synth.edits import DEFAULT_STRATEGIES
+
+        return tuple(s for s in DEFAULT_STRATEGIES if s in kinds)
     names = [s.strip() for s in strategies.split(",")] if isinstance(strategies, str) else list(strategies)
     unknown = [s for s in names if s not in kinds]
     if unknown or not names:

@@ -165,7 +165,8 @@ def export_command(path: str, fmt: str, out: str) -> None:
 @click.option("--pidinet-weights", type=click.Path(dir_okay=False), default=None,
               help="PiDiNet checkpoint (table5_pidinet.pth) for --edges pidinet.")
 @click.option("--strategies", default=None,
-              help="Comma-separated edit strategies (default: all), e.g. remove,replace,merge.")
+              help="Comma-separated edit strategies (default: remove,replace,merge,stroke,chip,colour; "
+                   "also jitter, warp).")
 @click.option("--mix", default="logical=0.5,structural=0.5", show_default=True,
               help="Weights of the anomaly kinds for the logical synthesizer.")
 @click.option("--synthesizer", type=click.Choice(["logical", "perlin", "both"]), default="logical",
@@ -246,8 +247,8 @@ def scan_command(dataset: str, root: str | None, category: str | None, as_json: 
               help="Seed of every random choice; as in build, sample i depends only on (seed, category, i).")
 @click.option("--size", type=click.IntRange(min=16), default=256, show_default=True,
               help="Square image size in pixels.")
-@click.option("--strategies", default=",".join(("remove", "replace", "merge", "stroke", "jitter")),
-              show_default=True, help="Comma-separated edit strategies, used in turn (also: colour, warp).")
+@click.option("--strategies", default=",".join(("remove", "replace", "merge", "stroke", "chip")),
+              show_default=True, help="Comma-separated edit strategies, used in turn (also: jitter, colour, warp).")
 @click.option("--edges", type=click.Choice(["classic", "pidinet"]), default="classic", show_default=True,
               help="Edge extractor (must match the generator's).")
 @click.option("--pidinet-weights", type=click.Path(), default=None,

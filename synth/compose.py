@@ -77,6 +77,14 @@ def feather_weights(mask: np.ndarray, feather: int) -> np.ndarray:
     return np.where(feather_support(mask, feather), w, 0.0).astype(np.float32)
 
 
+def paste(normal: np.ndarray, layer: np.ndarray, mask: np.ndarray, feather: int) -> np.ndarray:
+    """uint8 `normal` (H, W, 3) with `layer` (same shape, float or uint8 in 0..255) blended in through `mask`
+    feathered by `feather` px: `layer` (rounded) on the mask, `normal` bit for bit beyond the feather."""
+    weights = feather_weights(mask, feather)[..., None]
+    blended = np.round(normal.astype(np.float32) * (1.0 - weights) + np.asarray(layer, np.float32) * weights)
+    return np.where(weights > 0, np.clip(blended, 0, 255).astype(np.uint8), normal)
+
+
 def _colour_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Lab distance of two uint8 RGB images, lightly smoothed (SSIM ignores a uniform colour shift)."""
     la = cv2.cvtColor(a, cv2.COLOR_RGB2LAB).astype(np.float32)
@@ -85,7 +93,7 @@ def _colour_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return cv2.GaussianBlur(d, (5, 5), 1.0, borderType=cv2.BORDER_REFLECT)
 
 
-def _clean(mask: np.ndarray, min_area: int, hole_area: int) -> np.ndarray:
+def clean_mask(mask: np.ndarray, min_area: int, hole_area: int) -> np.ndarray:
     """Drop components under `min_area` px and fill holes under `hole_area` px."""
     count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
     keep = stats[:, cv2.CC_STAT_AREA] >= min_area
@@ -170,17 +178,14 @@ def compose(normal: np.ndarray, render_a: np.ndarray, render_n: np.ndarray, regi
     crop = (slice(cy0, cy1), slice(cx0, cx1))
     a, b, g = render_a[crop], render_n[crop], grown[crop]
     changed = ((1.0 - ssim_map(a, b)) > tau) | (_colour_distance(a, b) > delta_e)
-    local = _clean(changed & g, min_area, hole_area) & g
+    local = clean_mask(changed & g, min_area, hole_area) & g
     if not local.any():
         return Composed(normal.copy(), empty, "empty_mask")
-    weights = feather_weights(local, feather)[..., None]
     n = normal[crop]
     a = a if edge_a is None else flatten(a, edge_a[crop], sizes["flat"])
     a = unbias(a, b, n, feather_support(local, feather + 1), bias)
-    blended = np.round(n.astype(np.float32) * (1.0 - weights) + a * weights)
-    blended = blended.astype(np.uint8)
     anomaly = normal.copy()
-    anomaly[crop] = np.where(weights > 0, blended, n)
+    anomaly[crop] = paste(n, a, local, feather)
     mask = empty
     mask[crop] = local
     return Composed(anomaly, mask, None)

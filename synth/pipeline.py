@@ -175,8 +175,10 @@ def plan_sample(sources: Sources, index: int, seed: int, category: str, config: 
 
 
 def needs_render(plan: Plan) -> bool:
-    """Whether the plan needs a generator call (the colour edit shifts the normal pixels instead)."""
-    return plan.synthesizer != PERLIN and plan.reason is None and plan.strategy != "colour"
+    """Whether the plan needs a generator call (painted edits change the normal pixels instead)."""
+    from synth.edits import PAINTED
+
+    return plan.synthesizer != PERLIN and plan.reason is None and plan.strategy not in PAINTED
 
 
 def _texture(config: SynthConfig, rng: np.random.Generator, size: tuple[int, int]) -> np.ndarray | None:
@@ -205,9 +207,13 @@ def finish_sample(plan: Plan, render_a: np.ndarray | None, source: SourceFeature
         anomaly, mask, params = perlin_anomaly(source.image, plan.rng, source.foreground, texture)
         return Composed(anomaly, mask, "empty_mask" if params["empty"] else None, params)
     from synth.compose import collapsed, compose, edit_hole
+    from synth.damage import DAMAGE, paint_damage
     from synth.edits import apply_colour
 
     edit = plan.edit
+    if edit.strategy in DAMAGE:              # cracks, scratches, chips: painted on the normal pixels
+        result = paint_damage(source.image, edit)
+        return Composed(result.anomaly, result.mask, result.reason, dict(edit.params))
     edge_a = edit.edge
     if edit.strategy == "colour":            # no generator call: the normal pixels, colour-shifted
         render_a, reference, edge_a = apply_colour(source.image, edit.region, edit.params), source.image, None

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from synth.compose import collapsed, compose, default_sizes, feather_support, flatten
+from synth.damage import DAMAGE, paint_damage
 from synth.edges import get_extractor
 from synth.edits import STRATEGIES, apply_colour, dilate, plan_edit
 from synth.images import list_images, load_rgb, resize_rgb
@@ -47,11 +48,14 @@ def test_every_changed_pixel_is_labelled_or_in_the_feather(nut, strategy):
         edit = plan_edit(strategy, src["edge"], src["fg"], src["regions"], other["edge"],
                          np.random.default_rng(seed), other_regions=other["regions"])
         assert edit is not None
-        if strategy == "colour":
-            render_a, reference = apply_colour(src["rgb"], edit.region, edit.params), src["rgb"]
+        if strategy in DAMAGE:  # painted on the normal pixels (synth.damage), as the pipeline does
+            result = paint_damage(src["rgb"], edit)
         else:
-            render_a, reference = renderer.render(edit.edge[None], src["rgb"][None])[0], render_n
-        result = compose(src["rgb"], render_a, reference, edit.region)
+            if strategy == "colour":
+                render_a, reference = apply_colour(src["rgb"], edit.region, edit.params), src["rgb"]
+            else:
+                render_a, reference = renderer.render(edit.edge[None], src["rgb"][None])[0], render_n
+            result = compose(src["rgb"], render_a, reference, edit.region)
         _check_honest(src["rgb"], edit.region, result)
         if result.reason is None:
             accepted += 1

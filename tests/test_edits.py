@@ -6,6 +6,7 @@ import warnings
 import numpy as np
 import pytest
 
+from synth.damage import DAMAGE
 from synth.edges import get_extractor
 from synth.edits import KIND_OF, STRATEGIES, apply_colour, bbox_of, dilate, plan_edit
 from synth.images import list_images, load_rgb, resize_rgb
@@ -91,7 +92,8 @@ def test_scale_rule_is_respected_over_many_draws(tray, nut):
             if edit is None:
                 continue
             area, touched = rule.measure(edit.region, src["fg"], src["edge"])
-            assert rule.min_area <= area <= rule.max_area and touched <= rule.max_edges
+            low = 0.0 if strategy in DAMAGE else rule.min_area  # painted damage may be small (no generator)
+            assert low <= area <= rule.max_area and touched <= rule.max_edges
 
 
 def test_impossible_rule_gives_none_and_bad_strategy_raises(tray):
