@@ -130,6 +130,10 @@ def eval_command(checkpoint: Path, dataset: str, root: Path | None, category: st
     if category is None and (checkpoint.is_dir() or len(open_dataset(dataset, root).categories()) != 1):
         _eval_runs(checkpoint, dataset, root, out, device, batch_size, n_heatmaps)
         return
+    if checkpoint.is_dir():
+        from train.evaluate_runs import category_checkpoint
+
+        checkpoint = category_checkpoint(checkpoint, dataset, category)
     if category is None:
         categories = open_dataset(dataset, root).categories()
         if len(categories) != 1:

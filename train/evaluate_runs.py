@@ -45,6 +45,14 @@ def _model_folder(runs: Path, dataset: str) -> Path:
                        f"none named {dataset!r}; pass --checkpoint {bases[0]}")
 
 
+def category_checkpoint(runs: Path, dataset: str, category: str) -> Path:
+    """`<category>/model.pt` of a folder training run (for `eval --checkpoint RUNS --category C`)."""
+    path = _model_folder(Path(runs), dataset) / category / "model.pt"
+    if not path.is_file():
+        raise LogicalError(f"{path}: missing; {runs} holds no model for category {category!r}")
+    return path
+
+
 def plan(checkpoint: Path, dataset: str, test_categories: list[str]) -> dict[str, Path | str]:
     """category -> checkpoint to score it with, or the reason it cannot be scored (str)."""
     checkpoint = Path(checkpoint)

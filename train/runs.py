@@ -121,6 +121,11 @@ def finished(out: Path, cfg: TrainConfig) -> int | None:
     return step
 
 
+def _say(message: str) -> None:
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, one line per category, not one per process
+        say(message)
+
+
 def _clock(seconds: float) -> str:
     s = int(round(seconds))
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
@@ -136,11 +141,11 @@ def train_per_category(cfg: TrainConfig, chosen: list[Found]) -> list[Path]:
         eta = f", ETA {_clock(spent / trained * left)}" if trained else ""
         step = finished(out, cfg)
         if step is not None:
-            say(f"[category {k} of {len(chosen)}] {item.name}: already trained ({out / 'model.pt'} at step "
+            _say(f"[category {k} of {len(chosen)}] {item.name}: already trained ({out / 'model.pt'} at step "
                 f"{step}), kept")
             paths.append(out / "model.pt")
             continue
-        say(f"[category {k} of {len(chosen)}] {item.name}: training into {out}{eta}")
+        _say(f"[category {k} of {len(chosen)}] {item.name}: training into {out}{eta}")
         t0 = time.perf_counter()
         paths.append(train(replace(cfg, shards=item.path, out=out, resume=True)))
         spent, trained = spent + time.perf_counter() - t0, trained + 1

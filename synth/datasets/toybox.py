@@ -142,24 +142,35 @@ def place_in(scene: Scene, kind: str, letter: str, rect: tuple[float, float, flo
 def normal_scene(rng: np.random.Generator) -> Scene:
     """A scene that obeys RULES exactly, with random pose, placement and colours."""
     tray = draw.Pose(draw.W / 2 + rng.uniform(-7, 7), draw.H / 2 + rng.uniform(-6, 6), rng.uniform(-2.5, 2.5))
+    colours = tinted_colours(rng)
+    half = (140 + rng.uniform(-3, 3), 110 + rng.uniform(-3, 3))
+    scene = Scene(tray, half, [], int(rng.integers(2**62)), colours)
+    for letter, kinds in RULES.items():
+        scene.parts += place_all(kinds, lambda kind, parts, letter=letter: place(scene, kind, letter, parts, rng))
+    return scene
+
+
+def tinted_colours(rng: np.random.Generator) -> dict[str, tuple[float, float, float]]:
+    """Each part kind's base colour (draw.COLOURS) with a random gain and tint, RGB floats in [0, 255]."""
     colours = {}
     for kind, colour in draw.COLOURS.items():
         tinted = np.array(colour) * rng.uniform(0.9, 1.08) * rng.uniform(0.97, 1.03, 3)
         colours[kind] = tuple(float(c) for c in np.clip(tinted, 0, 255))
-    half = (140 + rng.uniform(-3, 3), 110 + rng.uniform(-3, 3))
-    scene = Scene(tray, half, [], int(rng.integers(2**62)), colours)
-    for letter, kinds in RULES.items():
-        while True:
-            parts: list[Part] = []
-            for kind in kinds:
-                part = place(scene, kind, letter, parts, rng)
-                if part is None:
-                    break
-                parts.append(part)
-            if len(parts) == len(kinds):
-                scene.parts += parts
+    return colours
+
+
+def place_all(kinds, place_one) -> list[Part]:
+    """One part per entry of `kinds`, each from `place_one(kind, parts placed so far)`; when that gives None
+    the whole group starts over (same RNG stream), until every part found room."""
+    while True:
+        parts: list[Part] = []
+        for kind in kinds:
+            part = place_one(kind, parts)
+            if part is None:
                 break
-    return scene
+            parts.append(part)
+        if len(parts) == len(kinds):
+            return parts
 
 
 def _dilated(mask: np.ndarray, px: int = 2) -> np.ndarray:
@@ -170,14 +181,21 @@ def _fp(scene: Scene, part: Part) -> np.ndarray:
     return _dilated(draw.footprint(drawing(scene, part)))
 
 
-def add_logical(scene: Scene, defect: str, rng: np.random.Generator) -> bool:
-    """Break one rule in place; False when this scene offers no room for that defect (caller redraws)."""
-    parts = scene.parts
-    i = int(rng.integers(len(parts)))
-    victim, rest = parts[i], parts[:i] + parts[i + 1:]
+def remove_one(scene: Scene, defect: str, rng: np.random.Generator) -> tuple[Part, list[Part]]:
+    """Draw a random part: (it, the others). For `missing_part` it is taken out and its region recorded."""
+    i = int(rng.integers(len(scene.parts)))
+    victim, rest = scene.parts[i], scene.parts[:i] + scene.parts[i + 1:]
     if defect == "missing_part":
         scene.parts = rest
         scene.regions.append((defect, _fp(scene, victim)))
+    return victim, rest
+
+
+def add_logical(scene: Scene, defect: str, rng: np.random.Generator) -> bool:
+    """Break one rule in place; False when this scene offers no room for that defect (caller redraws)."""
+    parts = scene.parts
+    victim, rest = remove_one(scene, defect, rng)
+    if defect == "missing_part":
         return True
     if defect == "extra_part":
         letter = str(rng.choice(list(RULES)))

@@ -46,33 +46,19 @@ def _place(scene: Scene, kind: str, others: list[Part], rng: np.random.Generator
 def normal_scene(rng: np.random.Generator) -> Scene:
     """A mat holding exactly RULE at random free places, with random pose and colours."""
     mat = draw.Pose(draw.W / 2 + rng.uniform(-6, 6), draw.H / 2 + rng.uniform(-5, 5), rng.uniform(-3, 3))
-    colours = {}
-    for kind, colour in draw.COLOURS.items():
-        tinted = np.array(colour) * rng.uniform(0.9, 1.08) * rng.uniform(0.97, 1.03, 3)
-        colours[kind] = tuple(float(c) for c in np.clip(tinted, 0, 255))
+    colours = toybox.tinted_colours(rng)
     half = (138 + rng.uniform(-3, 3), 110 + rng.uniform(-3, 3))
     scene = Scene(mat, half, [], int(rng.integers(2**62)), colours)
     kinds = [kind for kind, n in RULE.items() for _ in range(n)]
-    while True:
-        parts: list[Part] = []
-        for kind in kinds:
-            part = _place(scene, kind, parts, rng)
-            if part is None:
-                break
-            parts.append(part)
-        if len(parts) == len(kinds):
-            scene.parts = parts
-            return scene
+    scene.parts = toybox.place_all(kinds, lambda kind, parts: _place(scene, kind, parts, rng))
+    return scene
 
 
 def add_logical(scene: Scene, defect: str, rng: np.random.Generator) -> bool:
     """Break the count in place; False when this scene offers no room for that defect (caller redraws)."""
     parts = scene.parts
-    i = int(rng.integers(len(parts)))
-    victim, rest = parts[i], parts[:i] + parts[i + 1:]
+    victim, rest = toybox.remove_one(scene, defect, rng)
     if defect == "missing_part":
-        scene.parts = rest
-        scene.regions.append((defect, toybox._fp(scene, victim)))
         return True
     if defect == "extra_part":
         new = _place(scene, str(rng.choice(list(RULE))), parts, rng)
