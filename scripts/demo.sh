@@ -7,12 +7,14 @@ BIN=.venv/bin
 DATA=data
 OUT=runs/demo
 SIZE=128
-N=${DEMO_N:-800}                  # samples per category
-STEPS=${DEMO_STEPS:-450}          # training steps per category
+N=${DEMO_N:-1000}                 # samples per category
+STEPS=${DEMO_STEPS:-320}          # training steps per category
 GEN_EPOCHS=${DEMO_GEN_EPOCHS:-20} # generator epochs per category
 CATEGORIES="tray bag"
 mkdir -p "$OUT"
-step() { printf '\n== [%dm%02ds] %s\n' $((SECONDS / 60)) $((SECONDS % 60)) "$*"; }
+step() {  # wall clock so far, and the CPU time (user, system) of all commands so far
+  printf '\n== [%dm%02ds, cpu %s] %s\n' $((SECONDS / 60)) $((SECONDS % 60)) "$(times | tail -1)" "$*"
+}
 
 step "1/6 toybox: materialise the demo dataset (categories: $CATEGORIES) and check it"
 $BIN/logical-synth scan --dataset toybox
@@ -27,7 +29,7 @@ for CAT in $CATEGORIES; do
 done
 
 step "3/6 build $N LogicAL samples per category (every category: no --category)"
-$BIN/logical-synth build --dataset toybox --n "$N" --size $SIZE --shard-size 400 --workers 2 --out "$DATA"
+$BIN/logical-synth build --dataset toybox --n "$N" --size $SIZE --shard-size 500 --workers 2 --out "$DATA"
 
 step "4/6 contact sheet of edits (tray)"
 $BIN/logical-synth show --dataset toybox --category tray --n 12 --size $SIZE --out "$OUT/sheet.png"

@@ -81,7 +81,7 @@ def test_usage_line_trains_each_category_and_eval_scores_each(data, toybox_root,
 def test_killed_folder_training_keeps_the_first_and_resumes_the_second(data, tmp_path):
     runs = tmp_path / "runs"
     cmd = [sys.executable, "-c", "from train.cli import main; main()", "--shards", str(data), "--out", str(runs),
-           "--steps", "300", "--ckpt-every", "5", *TRAIN]
+           "--steps", "60", "--ckpt-every", "3", *TRAIN]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     second = runs / "toybox" / "tray" / "last.pt"
@@ -92,20 +92,20 @@ def test_killed_folder_training_keeps_the_first_and_resumes_the_second(data, tmp
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
     bag, tray = runs / "toybox" / "bag", runs / "toybox" / "tray"
-    assert read_checkpoint(bag / "model.pt")["step"] == 300
+    assert read_checkpoint(bag / "model.pt")["step"] == 60
     killed_at = read_checkpoint(second)["step"]
-    assert 0 < killed_at < 300
+    assert 0 < killed_at < 60
     kept = {name: sha(bag / name) for name in ("model.pt", "last.pt", "log.jsonl")}
 
     rerun = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert "[category 1 of 2] toybox/bag: already trained" in rerun.stderr
     assert "toybox/bag: training" not in rerun.stderr
-    assert f"resuming {second} at step {killed_at} of 300" in rerun.stderr
+    assert f"resuming {second} at step {killed_at} of 60" in rerun.stderr
     assert {name: sha(bag / name) for name in kept} == kept  # the first category is untouched
-    assert read_checkpoint(tray / "model.pt")["step"] == 300
-    assert steps_logged(tray) == list(range(10, 301, 10))  # every step once: no step trained twice
-    assert steps_logged(bag) == list(range(10, 301, 10))
+    assert read_checkpoint(tray / "model.pt")["step"] == 60
+    assert steps_logged(tray) == list(range(10, 61, 10))  # every step once: no step trained twice
+    assert steps_logged(bag) == list(range(10, 61, 10))
 
 
 def test_unified_model_knows_both_categories_and_is_scored_per_category(data, toybox_root, tmp_path):
