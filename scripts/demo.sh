@@ -13,7 +13,8 @@ GEN_EPOCHS=${DEMO_GEN_EPOCHS:-20} # generator epochs per category
 CATEGORIES="tray bag"
 mkdir -p "$OUT"
 step() {  # wall clock so far, and the CPU time (user, system) of all commands so far
-  printf '\n== [%dm%02ds, cpu %s] %s\n' $((SECONDS / 60)) $((SECONDS % 60)) "$(times | tail -1)" "$*"
+  times > "$OUT/.cpu"  # in this shell: its second line is the children's user and system time
+  printf '\n== [%dm%02ds, cpu %s] %s\n' $((SECONDS / 60)) $((SECONDS % 60)) "$(tail -1 "$OUT/.cpu")" "$*"
 }
 
 step "1/6 toybox: materialise the demo dataset (categories: $CATEGORIES) and check it"
