@@ -71,7 +71,7 @@ def find_datasets(root: Path) -> list[Found]:
     twice = [f for f in found if names.count(f.name) > 1]
     if twice:
         raise ShardError(f"{root}: category {twice[0].name} found more than once: "
-                         + ", ".join(str(f.path) for f in twice) + "; keep one of them or pass --only")
+                         + ", ".join(str(f.path) for f in twice) + "; move one of them out of the folder")
     return found
 
 
