@@ -9,10 +9,9 @@ checked against it, at the build size:
 "Lies on" and "lands on" are defined in `synth.datasets.toybox_truth.is_part_edit`. Regions that are a
 piece of the tray's outline, a wall or the wood do not count.
 
-    .venv/bin/python benchmarks/region_share.py --n 200 --size 128 [--sources 30]
+    .venv/bin/python benchmarks/region_share.py --n 200 --size 128 [--sources 30] [--category bag]
 
-`toybox_truth.part_masks` reads the tray's masks; for another toybox category swap in that category's
-function (same contract: uint16 labels at `size`, 0 = no part). Also printed: how many drawn parts have a
+`--category tray` (parts in compartments) or `bag` (loose parts at random places on a mat). Also printed: how many drawn parts have a
 semantic region (over half of the part labelled) and how many regions lie on a part.
 """
 
@@ -52,8 +51,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cover", type=float, default=0.5)
     parser.add_argument("--root", type=Path, default=None, help="toybox root (default data/raw/toybox)")
-    parser.add_argument("--category", default="tray", help="toybox category (its part and carrier masks must "
-                        "be known to synth.datasets.toybox_truth)")
+    parser.add_argument("--category", default="tray", help="toybox category: tray or bag")
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "2")
     reader = open_dataset("toybox", args.root)

@@ -189,7 +189,7 @@ def test_fewer_than_two_images_is_a_clear_error(toybox_root, tmp_path):
     root, train = copy_toybox(toybox_root, tmp_path / "toy")
     for p in train[1:]:
         p.unlink()
-    args = ["build", "--dataset", "mvtec_loco", "--root", str(root), "--n", "4", "--size", "64",
+    args = ["build", "--dataset", "mvtec_loco", "--root", str(root), "--category", CATEGORY, "--n", "4", "--size", "64",
             "--synthesizer", "perlin", "--out", str(tmp_path / "o")]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 1 and "Error:" in result.output and "at least 2" in result.output
@@ -223,8 +223,8 @@ def test_out_of_disk_stops_cleanly_with_complete_shards(toybox_root, tmp_path):
     if ok.returncode != 0:
         pytest.skip("cannot mount a tmpfs here")
     try:
-        result = CliRunner().invoke(cli, ["build", "--dataset", "toybox", "--root", str(toybox_root), "--n",
-                                          "400", "--shard-size", "20", "--size", "64", "--synthesizer",
+        result = CliRunner().invoke(cli, ["build", "--dataset", "toybox", "--root", str(toybox_root), "--category",
+                                          CATEGORY, "--n", "400", "--shard-size", "20", "--size", "64", "--synthesizer",
                                           "perlin", "--out", str(mnt)])
         assert result.exit_code == 1 and "out of disk space" in result.output, result.output
         directory = mnt / "toybox" / CATEGORY

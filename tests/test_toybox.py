@@ -58,7 +58,7 @@ def files(root: Path) -> dict[str, bytes]:
 def test_layout_read_back(toybox_root: Path) -> None:
     for name in ("mvtec_loco", "toybox"):
         r = open_dataset(name, toybox_root)
-        assert r.name == name and r.categories() == ["tray"]
+        assert r.name == name and r.categories() == ["bag", "tray"]
         assert len(r.train_images("tray")) == 60 and len(r.validation_images("tray")) == 10
         counts = Counter((it.split, it.kind, it.label) for it in r.test_items("tray"))
         assert counts == {("good", None, 0): 20, ("logical_anomalies", "logical", 1): 24,
@@ -163,7 +163,7 @@ def test_materialise_is_idempotent(toybox_root: Path) -> None:
 
 
 def test_interrupted_write_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def crash(folder: Path, seed: int) -> None:
+    def crash(folder: Path, seed: int, scenes) -> None:
         (folder / "train" / "good").mkdir(parents=True)
         (folder / "train" / "good" / "000.png").write_bytes(b"half")
         raise KeyboardInterrupt

@@ -12,7 +12,9 @@ from synth.console import Group, say
 @click.group(cls=Group, invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="logical-train")
 @click.option("--shards", type=click.Path(path_type=Path),
-              help="Generated dataset to train on: a directory with manifest.json, or a .tar archive of one.")
+              help="Generated dataset to train on: a directory with manifest.json, a .tar archive of one, or a "
+                   "folder holding several (found at any depth): one model per category in <out>/<dataset>/"
+                   "<category>/.")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs/model"), show_default=True,
               help="Run folder: model.pt (weights + config), last.pt (resume state), log.jsonl, loss.png.")
 @click.option("--steps", type=click.IntRange(min=1), help="Optimizer steps in total (wins over --epochs).")
@@ -44,12 +46,22 @@ from synth.console import Group, say
               help="Write model.pt and last.pt every this many steps (and at the end).")
 @click.option("--resume", is_flag=True,
               help="Continue from <out>/last.pt when it exists (else start afresh).")
+@click.option("--unified", is_flag=True,
+              help="Data folder: one model over every category found (balanced sampling) into --out, "
+                   "instead of one model per category into <out>/<dataset>/<category>/.")
+@click.option("--only", multiple=True,
+              help="Data folder: train only these categories (DATASET/CATEGORY or CATEGORY; repeat or comma).")
+@click.option("--task-index", type=click.IntRange(min=0),
+              help="Data folder: this task trains categories task-index, task-index + task-count, ... "
+                   "(e.g. $SLURM_ARRAY_TASK_ID).")
+@click.option("--task-count", type=click.IntRange(min=1), help="Data folder: number of tasks sharing the categories.")
 @click.pass_context
 def cli(ctx: click.Context, shards: Path | None, out: Path, **options) -> None:
     """Train and evaluate the anomaly localization network.
 
     \b
     Train (no command):  logical-train --shards data/toybox/tray --out runs/tray --preset small --steps 1500
+    A whole data folder: logical-train --shards data/ --out runs/   (one model per category, resumable)
     Evaluate / predict:  logical-train eval ...   |   logical-train predict ...   (see COMMAND --help)
 
     Training options go before a command name and apply only when no command is given. Under torchrun the
@@ -59,11 +71,14 @@ def cli(ctx: click.Context, shards: Path | None, out: Path, **options) -> None:
         return
     if shards is None:
         raise click.UsageError("Missing option '--shards' (the generated dataset to train on).")
-    from train.loop import TrainConfig, train  # torch loads only when training
+    from train.loop import TrainConfig  # torch loads only when training
+    from train.runs import train_shards
 
-    path = train(TrainConfig(shards=shards, out=out, **options))
+    folder = {k: options.pop(k) for k in ("unified", "only", "task_index", "task_count")}
+    paths = train_shards(TrainConfig(shards=shards, out=out, **options), **folder)
     if os.environ.get("RANK", "0") == "0":
-        say(f"model: {path}")
+        for path in paths:
+            say(f"model: {path}")
 
 
 # Commands are added below, one section per command.
@@ -83,15 +98,17 @@ def _device_option(ctx: click.Context, param: click.Parameter, value: str) -> st
 
 @cli.command("eval")
 @click.option("--checkpoint", type=click.Path(path_type=Path), required=True,
-              help="Trained model (model.pt of a training run).")
+              help="Trained model (model.pt of a training run), or the --out folder of a folder training run "
+                   "(or a --unified model.pt): then every category is scored.")
 @click.option("--dataset", type=click.Choice(["mvtec", "mvtec_loco", "visa", "madsim", "folder", "toybox"]),
               required=True, help="Layout of the real test data.")
 @click.option("--root", type=click.Path(path_type=Path),
               help="Dataset root [default: data/raw/<dataset>; toybox: data/raw/toybox].")
-@click.option("--category", help="Category to test [default: the only one, when the root holds one].")
+@click.option("--category", help="Category to test [default: the only one, when the root holds one; "
+                                "several: every category, one row each].")
 @click.option("--out", type=click.Path(path_type=Path),
               help="Report folder: metrics.json, metrics.md, heatmaps/ "
-                   "[default: runs/eval/<dataset>_<category>].")
+                   "[default: runs/eval/<dataset>_<category>; every category: runs/eval/<dataset>].")
 @click.option("--device", default="auto", show_default=True, callback=_device_option,
               help="auto (CUDA when present), cpu, cuda or cuda:N.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
@@ -104,10 +121,19 @@ def eval_command(checkpoint: Path, dataset: str, root: Path | None, category: st
 
     MVTec LOCO layouts (and toybox): image AUROC and AU-sPRO (FPR 0.05) for logical and structural anomalies
     and their mean; other layouts: image AUROC, pixel AUROC, pixel AP and AUPRO (FPR 0.3).
+    A folder training run (--checkpoint RUNS) or a unified model is scored on every category: one row each,
+    the mean, and summary.png.
     """
     from synth.datasets import open_dataset
     from train.evaluate import evaluate, markdown_table
 
+    if category is None and (checkpoint.is_dir() or len(open_dataset(dataset, root).categories()) != 1):
+        _eval_runs(checkpoint, dataset, root, out, device, batch_size, n_heatmaps)
+        return
+    if checkpoint.is_dir():
+        from train.evaluate_runs import category_checkpoint
+
+        checkpoint = category_checkpoint(checkpoint, dataset, category)
     if category is None:
         categories = open_dataset(dataset, root).categories()
         if len(categories) != 1:
@@ -119,6 +145,19 @@ def eval_command(checkpoint: Path, dataset: str, root: Path | None, category: st
     click.echo(markdown_table(result))
     say(f"report: {out / 'metrics.json'}, {out / 'metrics.md'}, "
         f"{len(result['heatmaps'])} figures in {out / 'heatmaps'}")
+
+
+def _eval_runs(checkpoint: Path, dataset: str, root: Path | None, out: Path | None, device: str,
+               batch_size: int, n_heatmaps: int) -> None:
+    """eval of a folder training run (or a unified model.pt) over every category: table + summary.png."""
+    from train.evaluate_runs import evaluate_runs, runs_table
+
+    out = out if out is not None else Path("runs/eval") / dataset
+    report = evaluate_runs(checkpoint, dataset, root, out, device=device, batch_size=batch_size,
+                           n_heatmaps=n_heatmaps)
+    click.echo(runs_table(report))
+    say(f"report: {out / 'metrics.json'}, {out / 'metrics.md'}, {out / 'summary.png'}, per category in "
+        f"{out}/<category>/")
 
 
 # --- predict (evaluation helper) ------------------------------------------------------------------------

@@ -114,6 +114,11 @@ class ShardDataset(Dataset):
     def __len__(self) -> int:
         return len(self.reader)
 
+    @property
+    def categories(self) -> list[str]:
+        """[`dataset/category`] of the generated dataset: what a checkpoint records it was trained on."""
+        return [f"{self.manifest.get('dataset', '?')}/{self.manifest.get('category', '?')}"]
+
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 

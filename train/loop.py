@@ -28,7 +28,8 @@ from torch.utils.data import DataLoader, DistributedSampler, Sampler
 from synth.console import progress, say
 from synth.errors import CheckpointError, LogicalError, ShardError
 from synth.images import save_image
-from train.data import ShardDataset, to_float
+from train.balanced import training_data
+from train.data import to_float
 from train.losses import total_loss
 from train.model import (
     LocalizationNet,
@@ -53,7 +54,7 @@ COLOURS = [(0, 0, 0), (31, 119, 180), (44, 160, 44), (255, 127, 14), (214, 39, 4
 class TrainConfig:
     """Every setting of a run; `logical-train` fills it from its options."""
 
-    shards: Path
+    shards: Path | list[Path]  # one generated dataset (directory or .tar), or several: one unified model
     out: Path = Path("runs/model")
     steps: int | None = None  # total optimizer steps; wins over epochs
     epochs: int | None = None  # otherwise epochs x steps per epoch; neither: DEFAULT_STEPS
@@ -165,8 +166,8 @@ def fit(cfg: TrainConfig) -> tuple[LocalizationNet, Path]:
     torch.manual_seed(cfg.seed)
 
     # data: every rank reads its own share of each epoch's permutation
-    data = ShardDataset(cfg.shards, model_cfg.size, cfg.normal_fraction, cfg.seed, cfg.flips, cfg.jitter,
-                        verify=cfg.verify, cache_dir=cfg.cache_dir)
+    data = training_data(cfg.shards, model_cfg.size, cfg.normal_fraction, cfg.seed, cfg.flips, cfg.jitter,
+                         verify=cfg.verify, cache_dir=cfg.cache_dir)
     sampler = DistributedSampler(data, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed,
                                  drop_last=True)
     per_epoch = len(sampler) // cfg.batch_size
@@ -197,7 +198,7 @@ def fit(cfg: TrainConfig) -> tuple[LocalizationNet, Path]:
         out.mkdir(parents=True, exist_ok=True)
         keep_log(log_path, step)
         (out / "train.json").write_text(json.dumps(
-            {"train": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()},
+            {"train": {k: _plain(v) for k, v in asdict(cfg).items()},
              "model": model_cfg.to_dict(), "total_steps": total, "world_size": world,
              "distributed": distributed}, indent=2) + "\n")
     net = DistributedDataParallel(model, device_ids=[local_rank] if cuda else None) if distributed else model
@@ -209,7 +210,7 @@ def fit(cfg: TrainConfig) -> tuple[LocalizationNet, Path]:
             average_buffers(model)  # every rank calls the collective; then all hold the saved statistics
         if not master:
             return
-        extra = {"step": step, "total_steps": total}
+        extra = {"step": step, "total_steps": total, "categories": list(data.categories)}
         saved[0] = step
         save_checkpoint(model_path, model, model_cfg, extra)
         state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": rng_state(device)}
@@ -299,6 +300,13 @@ def average_buffers(model: torch.nn.Module) -> None:
 def train(cfg: TrainConfig) -> Path:
     """Train and return the path of `<out>/model.pt`."""
     return fit(cfg)[1]
+
+
+def _plain(value):
+    """A TrainConfig value as JSON: paths (also in lists) as strings."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return str(value) if isinstance(value, Path) else value
 
 
 def keep_log(path: Path, step: int) -> None:

@@ -101,7 +101,12 @@ def drawing(scene: Scene, part: Part) -> draw.PartDrawing:
 
 
 def _fits(scene: Scene, part: Part, others: list[Part]) -> bool:
-    u0, v0, u1, v1 = compartment_rect(scene.half, part.compartment)
+    return fits(scene, part, compartment_rect(scene.half, part.compartment), others)
+
+
+def fits(scene: Scene, part: Part, rect: tuple[float, float, float, float], others: list[Part]) -> bool:
+    """True when `part` lies 3 px inside `rect` (tray coordinates) and GAP_PX away from every other part."""
+    u0, v0, u1, v1 = rect
     outer = part.pose.apply(draw.outline(part.kind)[0])
     if outer[:, 0].min() < u0 + 3 or outer[:, 0].max() > u1 - 3 or outer[:, 1].min() < v0 + 3 \
             or outer[:, 1].max() > v1 - 3:
@@ -121,10 +126,15 @@ def _pose(kind: str, rect: tuple[float, ...], rng: np.random.Generator) -> draw.
 def place(scene: Scene, kind: str, letter: str, others: list[Part], rng: np.random.Generator,
           tries: int = 200) -> Part | None:
     """A part of `kind` at a free random spot of compartment `letter`, or None when none is found."""
-    rect = compartment_rect(scene.half, letter)
+    return place_in(scene, kind, letter, compartment_rect(scene.half, letter), others, rng, _pose, tries)
+
+
+def place_in(scene: Scene, kind: str, letter: str, rect: tuple[float, float, float, float], others: list[Part],
+             rng: np.random.Generator, pose=_pose, tries: int = 200) -> Part | None:
+    """A part of `kind` at a free random spot of `rect` drawn by `pose(kind, rect, rng)`, or None."""
     for _ in range(tries):
-        part = Part(kind, letter, _pose(kind, rect, rng))
-        if _fits(scene, part, others):
+        part = Part(kind, letter, pose(kind, rect, rng))
+        if fits(scene, part, rect, others):
             return part
     return None
 
@@ -132,24 +142,35 @@ def place(scene: Scene, kind: str, letter: str, others: list[Part], rng: np.rand
 def normal_scene(rng: np.random.Generator) -> Scene:
     """A scene that obeys RULES exactly, with random pose, placement and colours."""
     tray = draw.Pose(draw.W / 2 + rng.uniform(-7, 7), draw.H / 2 + rng.uniform(-6, 6), rng.uniform(-2.5, 2.5))
+    colours = tinted_colours(rng)
+    half = (140 + rng.uniform(-3, 3), 110 + rng.uniform(-3, 3))
+    scene = Scene(tray, half, [], int(rng.integers(2**62)), colours)
+    for letter, kinds in RULES.items():
+        scene.parts += place_all(kinds, lambda kind, parts, letter=letter: place(scene, kind, letter, parts, rng))
+    return scene
+
+
+def tinted_colours(rng: np.random.Generator) -> dict[str, tuple[float, float, float]]:
+    """Each part kind's base colour (draw.COLOURS) with a random gain and tint, RGB floats in [0, 255]."""
     colours = {}
     for kind, colour in draw.COLOURS.items():
         tinted = np.array(colour) * rng.uniform(0.9, 1.08) * rng.uniform(0.97, 1.03, 3)
         colours[kind] = tuple(float(c) for c in np.clip(tinted, 0, 255))
-    half = (140 + rng.uniform(-3, 3), 110 + rng.uniform(-3, 3))
-    scene = Scene(tray, half, [], int(rng.integers(2**62)), colours)
-    for letter, kinds in RULES.items():
-        while True:
-            parts: list[Part] = []
-            for kind in kinds:
-                part = place(scene, kind, letter, parts, rng)
-                if part is None:
-                    break
-                parts.append(part)
-            if len(parts) == len(kinds):
-                scene.parts += parts
+    return colours
+
+
+def place_all(kinds, place_one) -> list[Part]:
+    """One part per entry of `kinds`, each from `place_one(kind, parts placed so far)`; when that gives None
+    the whole group starts over (same RNG stream), until every part found room."""
+    while True:
+        parts: list[Part] = []
+        for kind in kinds:
+            part = place_one(kind, parts)
+            if part is None:
                 break
-    return scene
+            parts.append(part)
+        if len(parts) == len(kinds):
+            return parts
 
 
 def _dilated(mask: np.ndarray, px: int = 2) -> np.ndarray:
@@ -160,14 +181,21 @@ def _fp(scene: Scene, part: Part) -> np.ndarray:
     return _dilated(draw.footprint(drawing(scene, part)))
 
 
-def add_logical(scene: Scene, defect: str, rng: np.random.Generator) -> bool:
-    """Break one rule in place; False when this scene offers no room for that defect (caller redraws)."""
-    parts = scene.parts
-    i = int(rng.integers(len(parts)))
-    victim, rest = parts[i], parts[:i] + parts[i + 1:]
+def remove_one(scene: Scene, defect: str, rng: np.random.Generator) -> tuple[Part, list[Part]]:
+    """Draw a random part: (it, the others). For `missing_part` it is taken out and its region recorded."""
+    i = int(rng.integers(len(scene.parts)))
+    victim, rest = scene.parts[i], scene.parts[:i] + scene.parts[i + 1:]
     if defect == "missing_part":
         scene.parts = rest
         scene.regions.append((defect, _fp(scene, victim)))
+    return victim, rest
+
+
+def add_logical(scene: Scene, defect: str, rng: np.random.Generator) -> bool:
+    """Break one rule in place; False when this scene offers no room for that defect (caller redraws)."""
+    parts = scene.parts
+    victim, rest = remove_one(scene, defect, rng)
+    if defect == "missing_part":
         return True
     if defect == "extra_part":
         letter = str(rng.choice(list(RULES)))
@@ -213,12 +241,20 @@ def add_structural(scene: Scene, defect: str, rng: np.random.Generator) -> bool:
             taken |= _fp(scene, p)
         floor = cv2.erode(compartment_mask(scene, letter).astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
         surface = floor & ~taken
+    return damage(scene, defect, i, body, surface, on_part, draw.COMPARTMENT, rng)
+
+
+def damage(scene: Scene, defect: str, i: int, body: np.ndarray, surface: np.ndarray, on_part: bool,
+           floor_colour: tuple[float, float, float], rng: np.random.Generator) -> bool:
+    """Scratch, stain or break part `i` (body: its footprint) at a random pixel of `surface` (bool), in
+    place; False when the damage would be too small (caller redraws)."""
+    part = scene.parts[i]
     ys, xs = np.nonzero(surface)
     if xs.size < 30:
         return False
     k = int(rng.integers(xs.size))
     cx, cy = float(xs[k]), float(ys[k])
-    base = np.array(scene.colours[part.kind] if on_part else draw.COMPARTMENT, np.float32)
+    base = np.array(scene.colours[part.kind] if on_part else floor_colour, np.float32)
     if defect == "scratch":
         a, length = rng.uniform(0, np.pi), rng.uniform(16, 30)
         t = np.linspace(-0.5, 0.5, 6)[:, None]
@@ -253,13 +289,18 @@ def add_structural(scene: Scene, defect: str, rng: np.random.Generator) -> bool:
 
 def render(scene: Scene) -> np.ndarray:
     """The scene as an RGB uint8 (H, W, 3) photograph-like image."""
+    comps = [_rect(compartment_rect(scene.half, c)) for c in RULES]
+    return paint(scene, comps)
+
+
+def paint(scene: Scene, recesses: list[np.ndarray]) -> np.ndarray:
+    """Floor, the tray (or mat) with `recesses` (polygons in tray coordinates), parts and marks; RGB uint8."""
     rng = np.random.default_rng(scene.render_seed)
     light = tuple(rng.uniform([0.4, 0.5], [1.0, 1.0]))
     img = draw.floor(rng)
     hx, hy = scene.half
     outer = scene.tray.apply(draw._rounded_rect(-hx, -hy, hx, hy, 10))
-    comps = [scene.tray.apply(_rect(compartment_rect(scene.half, c))) for c in RULES]
-    draw.draw_tray(img, outer, comps, rng, light)
+    draw.draw_tray(img, outer, [scene.tray.apply(r) for r in recesses], rng, light)
     for part in scene.parts:
         draw.draw_part(img, drawing(scene, part), light)
     marks_rng = np.random.default_rng([scene.render_seed, 1])  # own stream: marks leave the noise unchanged
@@ -273,32 +314,63 @@ def render(scene: Scene) -> np.ndarray:
 
 def scene_for(seed: int, split: str, index: int) -> Scene:
     """The scene of image `index` of a split: train, validation, good, logical_ or structural_anomalies."""
+    return make_scene(seed, split, index, CATEGORY, normal_scene, (LOGICAL, add_logical),
+                      (STRUCTURAL, add_structural))
+
+
+def make_scene(seed: int, split: str, index: int, category: str, normal, logical: tuple, structural: tuple) -> Scene:
+    """Image `index` of a split: `normal(rng)`, then for the anomaly splits defect `index % len(defects)` added
+    by `add(scene, defect, rng)` from the (defects, add) pair of its kind; redrawn while `add` fails."""
     for sub in range(100):
-        rng = sample_rng(seed, f"{CATEGORY}/{split}", index, sub)
-        scene = normal_scene(rng)
+        rng = sample_rng(seed, f"{category}/{split}", index, sub)
+        scene = normal(rng)
         if split in ("logical_anomalies", "structural_anomalies"):
-            kinds = LOGICAL if split.startswith("logical") else STRUCTURAL
-            add = add_logical if split.startswith("logical") else add_structural
+            kinds, add = logical if split.startswith("logical") else structural
             if not add(scene, kinds[index % len(kinds)], rng):
                 continue
         return scene
-    raise RuntimeError(f"toybox: no valid scene for {split} {index}")  # pragma: no cover
+    raise RuntimeError(f"toybox: no valid scene for {category} {split} {index}")  # pragma: no cover
 
 
-def _write(folder: Path, seed: int) -> None:
+def part_masks(category: str, split: str, index: int, seed: int = 0) -> list[np.ndarray]:
+    """bool (H, W) footprints (holes included), one per part, of image `index` of `split` (train, validation,
+    good, logical_anomalies, structural_anomalies) of toybox `category` (tray or bag) made with `seed`, at
+    the native 320x256 size and in the order the parts are drawn. Raises ValueError for another category."""
+    scene = _category(category).scene_for(seed, split, index)
+    return [draw.footprint(drawing(scene, part)) for part in scene.parts]
+
+
+def categories() -> dict:
+    """Toybox category name -> its scene module (CATEGORY, COUNTS, DEFECTS, VERSION, scene_for, render)."""
+    import sys
+
+    from synth.datasets import toybox_bag
+
+    return {CATEGORY: sys.modules[__name__], toybox_bag.CATEGORY: toybox_bag}
+
+
+def _category(name: str):
+    found = categories().get(name)
+    if found is None:
+        raise ValueError(f"toybox has no category {name!r}; choose {', '.join(sorted(categories()))}")
+    return found
+
+
+def _write(folder: Path, seed: int, scenes) -> None:
     config = [{"defect_name": n, "pixel_value": v, "saturation_threshold": t, "relative_saturation": r}
-              for n, (v, t, r) in DEFECTS.items()]
+              for n, (v, t, r) in scenes.DEFECTS.items()]
     (folder / "defects_config.json").write_text(json.dumps(config, indent=2) + "\n")
-    for split, count in COUNTS.items():
+    for split, count in scenes.COUNTS.items():
         where = {"train": "train/good", "validation": "validation/good"}.get(split, f"test/{split}")
         for i in range(count):
-            scene = scene_for(seed, split, i)
-            save_image(folder / where / f"{i:03d}.png", render(scene))
+            scene = scenes.scene_for(seed, split, i)
+            save_image(folder / where / f"{i:03d}.png", scenes.render(scene))
             for j, (name, mask) in enumerate(scene.regions):
-                value = DEFECTS[name][0]
+                value = scenes.DEFECTS[name][0]
                 save_image(folder / "ground_truth" / split / f"{i:03d}" / f"{j:03d}.png",
                            mask.astype(np.uint8) * np.uint8(value))
-    (folder / MARKER).write_text(json.dumps({"seed": seed, "version": VERSION, "counts": COUNTS}) + "\n")
+    (folder / MARKER).write_text(json.dumps({"seed": seed, "version": scenes.VERSION,
+                                             "counts": scenes.COUNTS}) + "\n")
 
 
 def _marker_seed(folder: Path) -> int | None:
@@ -309,12 +381,17 @@ def _marker_seed(folder: Path) -> int | None:
 
 
 def materialise(root: Path, seed: int = 0) -> Path:
-    """Write the toybox as `root/tray/...` unless a complete copy is there; returns `root`.
-
-    Written into a temporary folder and renamed, so an interrupted run leaves no half dataset behind.
-    """
+    """Write every toybox category as `root/<category>/...` (tray, bag) unless a complete copy is there;
+    returns `root`. Each is written into a temporary folder and renamed, so an interrupted run leaves no
+    half dataset behind. DatasetError when a folder holds another seed's toybox or a partial one."""
     root = Path(root)
-    final = root / CATEGORY
+    for scenes in categories().values():
+        _materialise_one(root, scenes, seed)
+    return root
+
+
+def _materialise_one(root: Path, scenes, seed: int) -> None:
+    final = root / scenes.CATEGORY
     if (final / MARKER).is_file():
         found = _marker_seed(final)
         if found is None:
@@ -322,17 +399,17 @@ def materialise(root: Path, seed: int = 0) -> Path:
         if found != seed:
             raise DatasetError(f"{final}: holds the toybox made with seed {found}, not {seed}; "
                                "use another root")
-        return root
+        return
     ours = ("train", "validation", "test", "ground_truth", "defects_config.json")
     if final.exists() and any((final / n).exists() for n in ours):
         raise DatasetError(f"{final}: exists but is not a complete toybox (no {MARKER}); remove it and retry")
-    tmp = root / f".{CATEGORY}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp = root / f".{scenes.CATEGORY}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         tmp.mkdir(parents=True)
     except OSError as exc:
         raise DatasetError(f"{root}: cannot write the toybox here ({exc.strerror or exc})") from None
     try:
-        _write(tmp, seed)
+        _write(tmp, seed, scenes)
         if not final.exists():
             try:
                 os.rename(tmp, final)
@@ -345,4 +422,4 @@ def materialise(root: Path, seed: int = 0) -> Path:
             os.rename(tmp / MARKER, final / MARKER)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return materialise(root, seed)
+    _materialise_one(root, scenes, seed)

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 
 from synth.datasets import toybox_draw as draw
-from synth.datasets.toybox import RULES, Scene, compartment_rect, drawing, scene_for
+from synth.datasets.toybox import RULES, Scene, compartment_rect, drawing
 from synth.rng import sample_rng
 
 
@@ -77,19 +77,25 @@ def tray_part_masks(scene: Scene, size: int) -> np.ndarray:
     return out
 
 
+def _scene(category: str, split: str, index: int, seed: int) -> Scene:
+    from synth.datasets.toybox import categories
+
+    module = categories().get(category)
+    if module is None:
+        raise ValueError(f"toybox has no category {category!r}; choose {', '.join(sorted(categories()))}")
+    return module.scene_for(seed, split, index)
+
+
 def part_masks(category: str, split: str, index: int, seed: int = 0, size: int = 256) -> np.ndarray:
-    """uint16 (size, size) part labels of toybox image `index` of `split` (0 = no part); category `tray`
-    here (another toybox category plugs its own drawing's masks in here, same contract)."""
-    if category != "tray":
-        raise ValueError(f"no part masks for toybox category {category!r} here")
-    return tray_part_masks(scene_for(seed, split, index), size)
+    """uint16 (size, size) part labels of toybox `category` (tray or bag) image `index` of `split`
+    (0 = no part, k = the scene's k-th part). ValueError for another category."""
+    return tray_part_masks(_scene(category, split, index, seed), size)
 
 
 def carrier_mask(category: str, split: str, index: int, seed: int = 0, size: int = 256) -> np.ndarray:
-    """bool (size, size): the carrier the parts lie on (the tray) in toybox image `index` of `split`."""
-    if category != "tray":
-        raise ValueError(f"no carrier mask for toybox category {category!r} here")
-    return tray_mask(scene_for(seed, split, index), size)
+    """bool (size, size): the carrier the parts lie on (the tray, or the bag's mat) in toybox `category`
+    image `index` of `split`."""
+    return tray_mask(_scene(category, split, index, seed), size)
 
 
 def covered(region: np.ndarray, mask: np.ndarray, pad: int, cover: float) -> bool:
