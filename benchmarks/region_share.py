@@ -11,8 +11,8 @@ piece of the tray's outline, a wall or the wood do not count.
 
     .venv/bin/python benchmarks/region_share.py --n 200 --size 128 [--sources 30] [--category bag]
 
-`--category tray` (parts in compartments) or `bag` (loose parts at random places on a mat). Also printed: how many drawn parts have a
-semantic region (over half of the part labelled) and how many regions lie on a part.
+`--category tray` (parts in compartments) or `bag` (loose parts at random places on a mat). Also printed:
+how many drawn parts have a semantic region (over half of the part labelled) and how many regions lie on a part.
 """
 
 from __future__ import annotations

@@ -506,11 +506,14 @@ def build(dataset: str, root: Path | None, categories: Sequence[str] | None, n: 
                                "positive weight has a strategy")
     reader = open_dataset(dataset, root)
     available = reader.categories()
+    if not categories and reader.problems:     # every category: one linked in whose target moved is lost data
+        if not skip_bad:
+            raise DatasetError("; ".join(reader.problems) + " (fix the link, or --skip-bad to build the others)")
+        say("skipping: " + "; ".join(reader.problems))
     categories = list(categories or available)
     unknown = [c for c in categories if c not in available]
     if unknown:
-        raise DatasetError(f"--category {', '.join(unknown)}: not in {reader.root} "
-                           f"(available: {', '.join(available)})")
+        raise DatasetError("--category " + "; ".join(reader.unknown_category(c) for c in unknown))
     reports = {}
     for category in categories:
         try:

@@ -227,11 +227,11 @@ def scan_command(dataset: str, root: str | None, category: str | None, as_json: 
     from pathlib import Path
 
     from synth.datasets import open_dataset
-    from synth.datasets.scan import format_report, scan_dataset
+    from synth.datasets.scan import format_report, has_problems, scan_dataset
 
     report = scan_dataset(open_dataset(dataset, Path(root) if root else None), category)
     click.echo(json.dumps(report, indent=2) if as_json else format_report(report))
-    if any(c["problems"] for c in report["categories"].values()):
+    if has_problems(report):
         raise SystemExit(1)
 
 

@@ -384,7 +384,7 @@ def test_scan_json_clean(mvtec_root: Path) -> None:
     res = run_scan("--dataset", "mvtec", "--root", str(mvtec_root), "--json")
     assert res.exit_code == 0, res.output
     report = json.loads(res.stdout)
-    assert report == {"dataset": "mvtec", "categories": {
+    assert report == {"dataset": "mvtec", "problems": [], "categories": {
         "bottle": {"train": 3, "validation": 0, "test": {"broken_large": 2, "good": 1}, "masks": 2,
                    "sizes": {f"{W}x{H}": 6}, "bit_depth": "8-bit files", "problems": [], "notes": []},
         "grid": {"train": 1, "validation": 0, "test": {"bent": 1}, "masks": 1, "sizes": {f"{W}x{H}": 2},

@@ -185,6 +185,25 @@ def test_broken_train_link_stops_build_unless_skip_bad(tmp_path):
     assert report["skipped"] == [str(link)] and report["counts"]["samples"] == 4
 
 
+def test_broken_category_link_is_a_problem_in_scan_and_stops_build(tmp_path):
+    """A category folder linked into the root whose target moved: not silently one category fewer."""
+    root = tmp_path / "mvtec"
+    mvtec_category(root)
+    gone = dangle(root / "cable", tmp_path)
+    res = CliRunner().invoke(cli, ["scan", "--dataset", "mvtec", "--root", str(root), "--json"])
+    assert res.exit_code == 1, res.output
+    report = json.loads(res.stdout)
+    assert report["problems"] == [f"{gone}: broken symbolic link (its target {gone.readlink()} does not exist)"]
+    assert list(report["categories"]) == ["part"]
+    opts = {"n": 4, "shard_size": 4, "size": 64, "synthesizer": "perlin", "seed": 1}
+    with pytest.raises(DatasetError, match=r"cable: broken symbolic link.*--skip-bad"):
+        build("mvtec", root, None, out=tmp_path / "a", **opts)
+    with pytest.raises(DatasetError, match=r"category 'cable': .*cable: broken symbolic link"):
+        build("mvtec", root, ["cable"], out=tmp_path / "b", **opts)
+    reports = build("mvtec", root, None, out=tmp_path / "c", skip_bad=True, **opts)
+    assert list(reports) == ["part"] and reports["part"]["counts"]["samples"] == 4
+
+
 def test_broken_mask_and_split_folders_say_so(tmp_path):
     root = loco_category(tmp_path / "loco", {})
     gt = dangle(root / "part" / "ground_truth" / "logical_anomalies" / "000", tmp_path)

@@ -112,8 +112,10 @@ class Reader(Protocol):
     name: str
     root: Path
     licence: str
+    problems: list[str]     # of the root itself (broken links where categories live)
 
     def categories(self) -> list[str]: ...
+    def unknown_category(self, category: str) -> str: ...
     def train_images(self, category: str) -> list[Path]: ...
     def validation_images(self, category: str) -> list[Path]: ...
     def test_items(self, category: str) -> list[TestItem]: ...
@@ -197,8 +199,12 @@ class LayoutReader:
             raise DatasetError(f"{self.root}: no such folder; expected {self.title} root: {self.layout}")
         self.licence = licence_note(self.root, self.default_licence)
         self._dirs = self._discover()
+        # broken links beside the categories (a category folder linked in whose target moved): listed by
+        # `scan`, and `build` over every category stops on them, since a category silently missing is data lost
+        self.problems = broken_links_in(self.root)
         if not self._dirs:
-            raise DatasetError(f"{self.root}: not {self.title} root: expected {self.layout}")
+            extra = f" ({'; '.join(self.problems)})" if self.problems else ""
+            raise DatasetError(f"{self.root}: not {self.title} root: expected {self.layout}{extra}")
 
     # -- discovery
     def _looks_like(self, folder: Path) -> bool:
@@ -218,8 +224,14 @@ class LayoutReader:
         try:
             return self._dirs[category]
         except KeyError:
-            raise DatasetError(f"{self.root}: no category {category!r} in this root; "
-                               f"available: {', '.join(self.categories())}") from None
+            raise DatasetError(self.unknown_category(category)) from None
+
+    def unknown_category(self, category: str) -> str:
+        """Why `category` is not one of this root's: a broken link of that name says so."""
+        problem = broken_link(self.root / category)
+        if problem:
+            return f"category {category!r}: {problem}"
+        return f"{self.root}: no category {category!r} in this root; available: {', '.join(self.categories())}"
 
     # -- listings
     def _train(self, category: str, problems: Problems) -> list[Path]:

@@ -109,8 +109,9 @@ def scan_category(reader: Reader, category: str) -> dict:
 
 
 def scan_dataset(reader: Reader, category: str | None = None) -> dict:
-    """Counts, sizes and problems: {"dataset", "categories": {name: {train, validation, test: {split: n},
-    masks, sizes: {"WxH": n}, bit_depth: str, problems: [str], notes: [str]}}}.
+    """Counts, sizes and problems: {"dataset", "problems": [str], "categories": {name: {train, validation,
+    test: {split: n}, masks, sizes: {"WxH": n}, bit_depth: str, problems: [str], notes: [str]}}}; the top
+    "problems" are the root's own (a category folder that is a broken link), empty with `category`.
 
     Problems (unreadable images, broken links, missing masks, masks of the wrong size) make `scan` fail;
     notes (16-bit data depth, soft or lossy masks and how they are read) do not.
@@ -120,9 +121,15 @@ def scan_dataset(reader: Reader, category: str | None = None) -> dict:
     names = reader.categories()
     if category is not None:
         if category not in names:
-            raise DatasetError(f"{reader.root}: no category {category!r}; available: {', '.join(names)}")
+            raise DatasetError(reader.unknown_category(category))
         names = [category]
-    return {"dataset": reader.name, "categories": {c: scan_category(reader, c) for c in names}}
+    return {"dataset": reader.name, "problems": [] if category is not None else list(reader.problems),
+            "categories": {c: scan_category(reader, c) for c in names}}
+
+
+def has_problems(report: dict) -> bool:
+    """Whether a `scan_dataset` report holds any problem (scan's exit code 1)."""
+    return bool(report["problems"]) or any(c["problems"] for c in report["categories"].values())
 
 
 def format_report(report: dict) -> str:
@@ -138,7 +145,9 @@ def format_report(report: dict) -> str:
     header = "  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True))
     lines = [f"dataset: {report['dataset']}", header]
     lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in rows]
-    total = 0
+    total = len(report["problems"])
+    if report["problems"]:
+        lines += ["", "problems in the root:"] + [f"  - {p}" for p in report["problems"]]
     for name, c in report["categories"].items():
         if c.get("notes"):
             lines += ["", f"notes on {name}:"] + [f"  - {n}" for n in c["notes"]]
