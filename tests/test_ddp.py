@@ -3,6 +3,7 @@
 import json
 import os
 import socket
+import time
 from pathlib import Path
 
 import torch
@@ -61,3 +62,32 @@ def test_a_plain_run_stays_out_of_process_groups(tmp_path):
     fit(TrainConfig(shards=shards, out=out, steps=1, batch_size=2, device="cpu", preset="small", size=32,
                     workers=0))
     assert json.loads((out / "train.json").read_text())["distributed"] is False
+
+
+def folder_worker(rank: int, world: int, port: int, root: str, out: str) -> None:
+    """A torchrun-like process training a data folder, category after category (train.runs)."""
+    from train.runs import train_shards
+
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port), GLOO_SOCKET_IFNAME="lo")
+    torch.set_num_threads(1)
+    train_shards(TrainConfig(shards=Path(root), out=Path(out), steps=2, batch_size=2, device="cpu",
+                             preset="small", size=32, workers=0, log_every=1, ckpt_every=10))
+
+
+def test_two_processes_train_a_data_folder_category_after_category(tmp_path):
+    """One process group serves every category: leaving and re-joining one per category hung the second."""
+    root, out = tmp_path / "data", tmp_path / "runs"
+    for name in ("dsa", "dsb"):
+        make_dataset(root / name, n=8, shard_size=8, dataset=name)
+    ctx = mp.spawn(folder_worker, args=(2, free_port(), str(root), str(out)), nprocs=2, join=False)
+    deadline = time.monotonic() + 240
+    while not ctx.join(timeout=5):
+        if time.monotonic() > deadline:
+            for p in ctx.processes:
+                p.kill()
+            raise AssertionError("folder training under DDP did not finish (hung at a category change?)")
+    models = sorted(out.rglob("model.pt"))
+    assert len(models) == 2
+    for model in models:  # rank 0 logged each category's two steps once
+        assert len((model.parent / "log.jsonl").read_text().splitlines()) == 2

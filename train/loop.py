@@ -150,7 +150,10 @@ def restore(path: Path, model: LocalizationNet, config: ModelConfig, opt, sched,
 
 
 def fit(cfg: TrainConfig) -> tuple[LocalizationNet, Path]:
-    """Train; returns the (unwrapped) model and the path of `<out>/model.pt` (written by rank 0)."""
+    """Train; returns the (unwrapped) model and the path of `<out>/model.pt` (written by rank 0). A process
+    group this call joins is left at its end; one that was already there (a data folder trained category after
+    category, train.runs) is kept for the next run."""
+    owned = not dist.is_initialized()
     rank, world, local_rank = setup_distributed()
     distributed = dist.is_initialized()
     master = rank == 0
@@ -274,7 +277,8 @@ def fit(cfg: TrainConfig) -> tuple[LocalizationNet, Path]:
     bar.close()
     if distributed:
         dist.barrier()
-        dist.destroy_process_group()
+        if owned:
+            dist.destroy_process_group()
     return model, model_path
 
 

@@ -17,11 +17,13 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import torch.distributed as dist
+
 from synth.archive import open_archive, plain_name
 from synth.console import say
 from synth.errors import CheckpointError, LogicalError, ShardError
 from synth.shards import MANIFEST, read_manifest
-from train.loop import TrainConfig, train
+from train.loop import TrainConfig, setup_distributed, train
 from train.model import make_config, read_checkpoint
 
 
@@ -133,8 +135,25 @@ def _clock(seconds: float) -> str:
 
 def train_per_category(cfg: TrainConfig, chosen: list[Found]) -> list[Path]:
     """Train (or keep, or resume) one model per category in `chosen`, in order, with a progress line
-    `[k/n] dataset/category ... ETA`; returns the model.pt paths."""
-    paths, spent, trained = [], 0.0, 0
+    `[k/n] dataset/category ... ETA`; returns the model.pt paths.
+
+    Under torchrun one process group serves every category (joining and leaving one per category on the
+    same port hangs the second). A category that stops with a LogicalError (e.g. its loss turned NaN) is
+    reported and the others go on; the run then fails naming every such category."""
+    owned = not dist.is_initialized()
+    setup_distributed()
+    try:
+        paths, failed = _train_each(cfg, chosen)
+    finally:
+        if owned and dist.is_initialized():
+            dist.destroy_process_group()
+    if failed:
+        raise LogicalError(f"{len(failed)} of {len(chosen)} categories stopped: " + "; ".join(failed))
+    return paths
+
+
+def _train_each(cfg: TrainConfig, chosen: list[Found]) -> tuple[list[Path], list[str]]:
+    paths, failed, spent, trained = [], [], 0.0, 0
     for k, item in enumerate(chosen, 1):
         out = run_folder(cfg.out, item)
         left = len(chosen) - k + 1
@@ -147,9 +166,14 @@ def train_per_category(cfg: TrainConfig, chosen: list[Found]) -> list[Path]:
             continue
         _say(f"[category {k} of {len(chosen)}] {item.name}: training into {out}{eta}")
         t0 = time.perf_counter()
-        paths.append(train(replace(cfg, shards=item.path, out=out, resume=True)))
+        try:
+            paths.append(train(replace(cfg, shards=item.path, out=out, resume=True)))
+        except LogicalError as exc:
+            _say(f"[category {k} of {len(chosen)}] {item.name}: stopped: {exc}")
+            failed.append(f"{item.name}: {exc}")
+            continue
         spent, trained = spent + time.perf_counter() - t0, trained + 1
-    return paths
+    return paths, failed
 
 
 def train_shards(cfg: TrainConfig, unified: bool = False, only: tuple[str, ...] = (),
