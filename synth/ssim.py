@@ -51,25 +51,48 @@ def psnr_within(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
     return float("inf") if mse == 0 else 10.0 * np.log10(255.0 ** 2 / mse)
 
 
-def ssim_map_torch(a, b):
-    """Differentiable per-pixel SSIM of (B, C, H, W) float tensors in [0, 1], averaged over channels:
-    (B, 1, H, W). Same window as `ssim_map` (Gaussian 11, sigma 1.5), reflect padding; torch is imported
-    here so the numpy side of synth does not need it."""
+UNIT_C1 = 0.01**2  # the same constants for data in [0, 1] (Wang et al. 2004: (K * L)^2 with L = 1)
+UNIT_C2 = 0.03**2
+
+
+def gaussian_kernel(size: int = 11, sigma: float = 1.5):
+    """A normalised 1-D Gaussian of `size` taps (torch float32)."""
     import torch
+
+    x = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
+    k = torch.exp(-(x**2) / (2 * sigma**2))
+    return k / k.sum()
+
+
+def _blur_torch(x, kernel, padding: str):
+    """Separable per-channel Gaussian blur; `reflect` keeps the size, `valid` crops size-1 pixels."""
     import torch.nn.functional as F
 
-    x = torch.arange(11, dtype=torch.float32, device=a.device) - 5.0
-    k = torch.exp(-(x ** 2) / (2 * 1.5 ** 2))
-    k = k / k.sum()
-    c = a.shape[1]
-    kx, ky = k.view(1, 1, 1, -1).expand(c, 1, 1, -1), k.view(1, 1, -1, 1).expand(c, 1, -1, 1)
+    c, r = x.shape[1], kernel.numel() // 2
+    if padding == "reflect":
+        x = F.pad(x, (r, r, r, r), mode="reflect")
+    elif padding != "valid":
+        raise ValueError(f"padding must be 'reflect' or 'valid', not {padding!r}")
+    kx = kernel.view(1, 1, 1, -1).expand(c, 1, 1, -1)
+    ky = kernel.view(1, 1, -1, 1).expand(c, 1, -1, 1)
+    return F.conv2d(F.conv2d(x, kx, groups=c), ky, groups=c)
 
-    def blur(t):
-        return F.conv2d(F.conv2d(F.pad(t, (5, 5, 5, 5), mode="reflect"), kx, groups=c), ky, groups=c)
 
+def ssim_map_torch(a, b, window: int = 11, sigma: float = 1.5, padding: str = "reflect"):
+    """Differentiable per-pixel, per-channel SSIM of (B, C, H, W) tensors in [0, 1] (cast to float32, so safe
+    on bf16 autocast outputs): the generator's fitting and the localizer's losses (train.losses) share it.
+
+    Gaussian window 11, sigma 1.5, each channel on its own, as `ssim_map`. `padding="reflect"` (default)
+    mirrors the border (PyTorch's reflect, without repeating the edge pixel) so the map has the input's size;
+    `"valid"` gives the (H-10, W-10) interior only, as the original definition. torch is imported here so the
+    numpy side of synth does not need it.
+    """
     a, b = a.float(), b.float()
-    ma, mb = blur(a), blur(b)
-    saa, sbb, sab = blur(a * a) - ma * ma, blur(b * b) - mb * mb, blur(a * b) - ma * mb
-    c1, c2 = C1 / 255.0 ** 2, C2 / 255.0 ** 2
-    s = ((2 * ma * mb + c1) * (2 * sab + c2)) / ((ma * ma + mb * mb + c1) * (saa + sbb + c2))
-    return s.mean(dim=1, keepdim=True)
+    k = gaussian_kernel(window, sigma).to(a.device)
+    ma, mb = _blur_torch(a, k, padding), _blur_torch(b, k, padding)
+    saa = _blur_torch(a * a, k, padding) - ma * ma
+    sbb = _blur_torch(b * b, k, padding) - mb * mb
+    sab = _blur_torch(a * b, k, padding) - ma * mb
+    num = (2 * ma * mb + UNIT_C1) * (2 * sab + UNIT_C2)
+    den = (ma * ma + mb * mb + UNIT_C1) * (saa + sbb + UNIT_C2)
+    return num / den

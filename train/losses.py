@@ -6,47 +6,9 @@ All losses compute in float32 (inputs are cast), so they are safe to call on bf1
 import torch
 import torch.nn.functional as F
 
-SSIM_C1 = 0.01**2  # constants for data in [0, 1] (Wang et al. 2004: (K * L)^2 with L = 1)
-SSIM_C2 = 0.03**2
-
-
-def gaussian_kernel(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
-    """A normalised 1-D Gaussian of `size` taps."""
-    x = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
-    k = torch.exp(-(x**2) / (2 * sigma**2))
-    return k / k.sum()
-
-
-def _blur(x: torch.Tensor, kernel: torch.Tensor, padding: str) -> torch.Tensor:
-    """Separable per-channel Gaussian blur; `reflect` keeps the size, `valid` crops size-1 pixels."""
-    c, r = x.shape[1], kernel.numel() // 2
-    if padding == "reflect":
-        x = F.pad(x, (r, r, r, r), mode="reflect")
-    elif padding != "valid":
-        raise ValueError(f"padding must be 'reflect' or 'valid', not {padding!r}")
-    kx = kernel.view(1, 1, 1, -1).expand(c, 1, 1, -1)
-    ky = kernel.view(1, 1, -1, 1).expand(c, 1, -1, 1)
-    return F.conv2d(F.conv2d(x, kx, groups=c), ky, groups=c)
-
-
-def ssim_map(
-    a: torch.Tensor, b: torch.Tensor, window: int = 11, sigma: float = 1.5, padding: str = "reflect"
-) -> torch.Tensor:
-    """Per-pixel, per-channel SSIM of (B, C, H, W) tensors in [0, 1].
-
-    Gaussian window 11, sigma 1.5, each channel on its own. `padding="reflect"` (default) mirrors the
-    border (PyTorch's reflect, without repeating the edge pixel) so the map has the input's size;
-    `"valid"` gives the (H-10, W-10) interior only, as the original definition.
-    """
-    a, b = a.float(), b.float()
-    k = gaussian_kernel(window, sigma).to(a.device)
-    ma, mb = _blur(a, k, padding), _blur(b, k, padding)
-    saa = _blur(a * a, k, padding) - ma * ma
-    sbb = _blur(b * b, k, padding) - mb * mb
-    sab = _blur(a * b, k, padding) - ma * mb
-    num = (2 * ma * mb + SSIM_C1) * (2 * sab + SSIM_C2)
-    den = (ma * ma + mb * mb + SSIM_C1) * (saa + sbb + SSIM_C2)
-    return num / den
+# the differentiable SSIM lives in synth.ssim, shared with the generator's fitting; re-exported here
+from synth.ssim import UNIT_C1 as SSIM_C1  # noqa: F401
+from synth.ssim import ssim_map_torch as ssim_map
 
 
 def ssim(a: torch.Tensor, b: torch.Tensor, padding: str = "reflect") -> torch.Tensor:

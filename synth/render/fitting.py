@@ -161,7 +161,8 @@ def _pixel_losses(fake: torch.Tensor, real: torch.Tensor, hole: torch.Tensor | N
     l1 = (diff * hole).sum() / (area * diff.shape[1]) * lambda_l1 if lambda_l1 else zero
     s = zero
     if lambda_ssim:
-        s = (1.0 - (ssim_map_torch((fake + 1) / 2, (real + 1) / 2) * hole).sum() / area) * lambda_ssim
+        per_pixel = ssim_map_torch((fake + 1) / 2, (real + 1) / 2).mean(dim=1, keepdim=True)
+        s = (1.0 - (per_pixel * hole).sum() / area) * lambda_ssim
     return l1, s
 
 
