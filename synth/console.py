@@ -53,7 +53,8 @@ class Group(click.Group):
                 from None
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
+    """A duration as `M:SS`, or `H:MM:SS` from an hour: how every progress line and ETA reads."""
     seconds = int(round(seconds))
     h, rest = divmod(seconds, 3600)
     return f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60}:{rest % 60:02d}"
@@ -149,9 +150,9 @@ class LineProgress:
         if self.total:
             parts[0] += f"/{self._amount(self.total)} ({100 * self.n / self.total:.0f}%)"
         parts.append(f"{self._amount(rate)} {self.unit}/s")
-        parts.append(f"elapsed {_duration(elapsed)}")
+        parts.append(f"elapsed {duration(elapsed)}")
         if self.total and rate > 0 and self.n < self.total:
-            parts.append(f"ETA {_duration((self.total - self.n) / rate)}")
+            parts.append(f"ETA {duration((self.total - self.n) / rate)}")
         text = ", ".join(parts)
         return f"{text}, {self._postfix}" if self._postfix else text
 

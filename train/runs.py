@@ -20,7 +20,7 @@ from pathlib import Path
 import torch.distributed as dist
 
 from synth.archive import open_archive, plain_name
-from synth.console import say
+from synth.console import duration, say
 from synth.errors import CheckpointError, LogicalError, ShardError
 from synth.shards import MANIFEST, read_manifest
 from train.loop import TrainConfig, setup_distributed, train
@@ -128,11 +128,6 @@ def _say(message: str) -> None:
         say(message)
 
 
-def _clock(seconds: float) -> str:
-    s = int(round(seconds))
-    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
-
-
 def train_per_category(cfg: TrainConfig, chosen: list[Found]) -> list[Path]:
     """Train (or keep, or resume) one model per category in `chosen`, in order, with a progress line
     `[k/n] dataset/category ... ETA`; returns the model.pt paths.
@@ -157,7 +152,7 @@ def _train_each(cfg: TrainConfig, chosen: list[Found]) -> tuple[list[Path], list
     for k, item in enumerate(chosen, 1):
         out = run_folder(cfg.out, item)
         left = len(chosen) - k + 1
-        eta = f", ETA {_clock(spent / trained * left)}" if trained else ""
+        eta = f", ETA {duration(spent / trained * left)}" if trained else ""
         step = finished(out, cfg)
         if step is not None:
             _say(f"[category {k} of {len(chosen)}] {item.name}: already trained ({out / 'model.pt'} at step "
