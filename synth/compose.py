@@ -16,12 +16,12 @@ import numpy as np
 
 from synth.edits import bbox_of
 from synth.edits import dilate as _dilate
-from synth.ssim import ssim, ssim_map, ssim_within
+from synth.ssim import MARGIN, ssim, ssim_map, ssim_within
 
 REASONS = ("no_region", "empty_mask", "collapsed_render")
 TAU = 0.15
 DELTA_E = 10.0  # Lab units (OpenCV 8-bit scale); catches colour changes that keep the structure
-SSIM_MARGIN = 6  # > the SSIM window radius (5): in a crop with this margin, values equal full-image ones
+SSIM_MARGIN = MARGIN  # in a crop with this margin, SSIM values equal full-image ones (synth.ssim.MARGIN)
 
 
 @runtime_checkable
@@ -85,12 +85,17 @@ def paste(normal: np.ndarray, layer: np.ndarray, mask: np.ndarray, feather: int)
     return np.where(weights > 0, np.clip(blended, 0, 255).astype(np.uint8), normal)
 
 
-def _colour_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Lab distance of two uint8 RGB images, lightly smoothed (SSIM ignores a uniform colour shift)."""
+def lab_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per-pixel colour distance (H, W) float32 of two uint8 RGB images in OpenCV's 8-bit Lab (L in
+    grey-level-like units, so a pure brightness change measures about its luminance change)."""
     la = cv2.cvtColor(a, cv2.COLOR_RGB2LAB).astype(np.float32)
     lb = cv2.cvtColor(b, cv2.COLOR_RGB2LAB).astype(np.float32)
-    d = np.sqrt(((la - lb) ** 2).sum(axis=2))
-    return cv2.GaussianBlur(d, (5, 5), 1.0, borderType=cv2.BORDER_REFLECT)
+    return np.sqrt(((la - lb) ** 2).sum(axis=2))
+
+
+def _colour_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Lab distance of two uint8 RGB images, lightly smoothed (SSIM ignores a uniform colour shift)."""
+    return cv2.GaussianBlur(lab_distance(a, b), (5, 5), 1.0, borderType=cv2.BORDER_REFLECT)
 
 
 def clean_mask(mask: np.ndarray, min_area: int, hole_area: int) -> np.ndarray:

@@ -32,7 +32,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from synth.compose import Composed, clean_mask, default_sizes, paste
+from synth.compose import Composed, clean_mask, default_sizes, lab_distance, paste
 from synth.edits import MIN_EDGE_PX, Edit, bbox_of, dilate
 from synth.jnd import jnd_map, luminance
 
@@ -303,14 +303,6 @@ def _chip_layer(img: np.ndarray, full: np.ndarray, jnd: np.ndarray, region: np.n
     return out + (2 + p["strength"]) * jnd[..., None] * _emboss(-height, p["light"])[..., None]
 
 
-def _lab_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Per-pixel colour distance of two uint8 RGB images in OpenCV's 8-bit Lab (L in grey-level-like units,
-    so a pure brightness change measures about its luminance change; a chip of another hue counts too)."""
-    la = cv2.cvtColor(a, cv2.COLOR_RGB2LAB).astype(np.float32)
-    lb = cv2.cvtColor(b, cv2.COLOR_RGB2LAB).astype(np.float32)
-    return np.sqrt(((la - lb) ** 2).sum(axis=2))
-
-
 def paint_damage(normal: np.ndarray, edit: Edit, feather: int | None = None) -> Composed:
     """The anomaly image and its honest mask for a painted edit (`edit.strategy` in DAMAGE).
 
@@ -337,7 +329,7 @@ def paint_damage(normal: np.ndarray, edit: Edit, feather: int | None = None) -> 
     else:
         raise ValueError(f"{edit.strategy!r} is not a painted strategy ({', '.join(DAMAGE)})")
     layer = np.where(region[..., None], np.clip(layer, 0, 255), img)
-    moved = _lab_distance(np.round(layer).astype(np.uint8), normal[crop])
+    moved = lab_distance(np.round(layer).astype(np.uint8), normal[crop])
     visible = region & (moved >= np.maximum(VISIBLE_JND * jnd, MIN_STEP))
     local = clean_mask(visible, sizes["min_area"], sizes["hole_area"]) & region
     mask = np.zeros((h, w), bool)

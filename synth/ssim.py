@@ -3,6 +3,7 @@
 import cv2
 import numpy as np
 
+MARGIN = 6  # > the window radius (5): in a crop with this margin, SSIM values equal the full-image ones
 C1 = (0.01 * 255) ** 2
 C2 = (0.03 * 255) ** 2
 
@@ -37,7 +38,7 @@ def ssim_within(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
     rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
     if len(rows) == 0:
         return 1.0
-    m = 6
+    m = MARGIN
     y0, y1 = max(0, rows[0] - m), min(mask.shape[0], rows[-1] + 1 + m)
     x0, x1 = max(0, cols[0] - m), min(mask.shape[1], cols[-1] + 1 + m)
     crop = (slice(y0, y1), slice(x0, x1))

@@ -18,8 +18,8 @@ _KEYS = {"defect_name": str, "pixel_value": int, "saturation_threshold": (int, f
 
 def load_defects_config(path: Path) -> dict[int, dict]:
     """`defects_config.json` as {pixel_value: entry}; DatasetError naming the file if missing or malformed."""
-    if broken_link(path):
-        raise DatasetError(broken_link(path))
+    if problem := broken_link(path):
+        raise DatasetError(problem)
     try:
         entries = json.loads(Path(path).read_text(encoding="utf-8-sig"))   # editors may add a BOM
     except FileNotFoundError:
@@ -131,8 +131,8 @@ class MvtecLocoReader(LayoutReader):
     def _regions(self, gt_dir: Path, image: Path, config: dict[int, dict],
                  problems: Problems) -> tuple[DefectRegion, ...]:
         files = [p for p in list_images(gt_dir) if p.suffix.lower() == ".png"]
-        if broken_link(gt_dir):
-            problems.add(f"{image}: its ground-truth folder {broken_link(gt_dir)}")
+        if problem := broken_link(gt_dir):
+            problems.add(f"{image}: its ground-truth folder {problem}")
         elif not files:
             problems.add(f"{image}: no ground truth (expected {gt_dir}/000.png ...)")
         regions = []
