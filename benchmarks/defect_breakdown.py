@@ -16,7 +16,7 @@ import numpy as np
 from synth.bitdepth import data_depth
 from synth.datasets import open_dataset
 from synth.images import load_rgb
-from train.evaluate import _channels, _gt_shape, infer, load_checkpoint, resolve_device, upsample_map
+from train.evaluate import _channels, infer, load_checkpoint, resolve_device, upsample_map
 
 
 def breakdown(checkpoint: Path, dataset: str, root: Path | None, category: str, device: str = "auto",
@@ -33,7 +33,7 @@ def breakdown(checkpoint: Path, dataset: str, root: Path | None, category: str, 
     for item in items:
         image = load_rgb(item.path, bits)
         low, _ = infer(model, [image], int(config["size"]), dev)
-        maps.append(upsample_map(low[0], _gt_shape(item, image.shape[:2])))
+        maps.append(upsample_map(low[0], image.shape[:2]))
     good = np.concatenate([m.ravel() for m, it in zip(maps, items, strict=True) if it.label == 0])
     thresholds = {f: float(np.quantile(good, 1.0 - f)) for f in fprs}
     found: dict[str, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))

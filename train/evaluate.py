@@ -116,11 +116,6 @@ class _Lazy(Sequence):
         return self._get(i)
 
 
-def _gt_shape(item: TestItem, image_hw: tuple[int, int]) -> tuple[int, int]:
-    """Maps are scored at the image's size: masks of another size are refused (TestItem.check_masks)."""
-    return image_hw
-
-
 def _channels(item: TestItem, shape: tuple[int, int]) -> list[metrics.Channel]:
     out = []
     for region, mask in zip(item.regions, item.region_masks(shape), strict=True):
@@ -195,7 +190,7 @@ def evaluate(checkpoint: Path, dataset: str, root: Path | None, category: str, o
         require_finite(checkpoint, [it.path for it in chunk], maps_b, scores_b)
         low.extend(maps_b)
         scores_list.extend(float(s) for s in scores_b)
-        shapes.extend(_gt_shape(it, img.shape[:2]) for it, img in zip(chunk, images, strict=True))
+        shapes.extend(img.shape[:2] for img in images)  # scored at the image's size (masks checked equal)
     t_infer = time.perf_counter() - t0
 
     scores = np.asarray(scores_list)

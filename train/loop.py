@@ -131,12 +131,18 @@ def rng_state(device: torch.device) -> dict:
     return state
 
 
-def restore(path: Path, model: LocalizationNet, config: ModelConfig, opt, sched, device) -> int:
-    """Load a `last.pt` into model, optimizer, scheduler and RNG; returns the step to continue from."""
-    payload = read_checkpoint(path)
+def check_same_config(path: Path, payload: dict, config: ModelConfig) -> None:
+    """CheckpointError when the checkpoint `payload` read from `path` was made for another network than
+    `config` (another --preset/--size): a run folder holds one model."""
     if payload["config"] != config.to_dict():
         raise CheckpointError(f"{path}: made for {payload['config']}, this run is {config.to_dict()}; "
                               "use the same --preset/--size or another --out")
+
+
+def restore(path: Path, model: LocalizationNet, config: ModelConfig, opt, sched, device) -> int:
+    """Load a `last.pt` into model, optimizer, scheduler and RNG; returns the step to continue from."""
+    payload = read_checkpoint(path)
+    check_same_config(path, payload, config)
     try:
         model.load_state_dict(payload["state_dict"])
         opt.load_state_dict(payload["optimizer"])

@@ -64,6 +64,11 @@ def min_train_size(cfg: ModelConfig, batch_size: int) -> int:
     return stride * side
 
 
+def size_fits(cfg: ModelConfig) -> bool:
+    """Whether `cfg.size` is a positive multiple of the network's deepest stride (what it can run at all)."""
+    return cfg.size > 0 and cfg.size % deepest_stride(cfg) == 0
+
+
 def make_config(preset: str = "base", size: int | None = None) -> ModelConfig:
     """A preset, optionally at another resolution (must be a positive multiple of the deepest stride)."""
     if preset not in PRESETS:
@@ -71,8 +76,8 @@ def make_config(preset: str = "base", size: int | None = None) -> ModelConfig:
     cfg = PRESETS[preset]
     if size is not None:
         cfg = ModelConfig(cfg.preset, int(size), cfg.rec_widths, cfg.seg_widths)
-    stride = deepest_stride(cfg)
-    if cfg.size % stride or cfg.size <= 0:
+    if not size_fits(cfg):
+        stride = deepest_stride(cfg)
         below = max(stride, cfg.size // stride * stride)
         raise ValueError(f"size {cfg.size} must be a multiple of {stride} for preset {preset!r} (its "
                          f"{stride}x downsampling); e.g. {below} or {below + stride}")
@@ -218,7 +223,7 @@ def model_from_payload(path: Path, payload: dict) -> tuple[LocalizationNet, Mode
     """Rebuild the network of a checkpoint dict read by read_checkpoint."""
     try:
         config = ModelConfig.from_dict(payload["config"])
-        if config.size <= 0 or config.size % deepest_stride(config):
+        if not size_fits(config):
             raise ValueError(f"its size {config.size} is not a multiple of {deepest_stride(config)}")
         model = LocalizationNet(config)
         model.load_state_dict(payload["state_dict"])

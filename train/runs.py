@@ -21,9 +21,9 @@ import torch.distributed as dist
 
 from synth.archive import open_archive, plain_name
 from synth.console import duration, say
-from synth.errors import CheckpointError, LogicalError, ShardError
+from synth.errors import LogicalError, ShardError
 from synth.shards import MANIFEST, read_manifest
-from train.loop import TrainConfig, setup_distributed, train
+from train.loop import TrainConfig, check_same_config, setup_distributed, train
 from train.model import make_config, read_checkpoint
 
 
@@ -113,10 +113,7 @@ def finished(out: Path, cfg: TrainConfig) -> int | None:
     if not path.is_file():
         return None
     payload = read_checkpoint(path)
-    wanted = make_config(cfg.preset, cfg.size).to_dict()
-    if payload["config"] != wanted:
-        raise CheckpointError(f"{path}: trained with {payload['config']}, this run is {wanted}; use the same "
-                              "--preset/--size or another --out")
+    check_same_config(path, payload, make_config(cfg.preset, cfg.size))
     step, total = int(payload.get("step", -1)), int(payload.get("total_steps", 0))
     if step < total or (cfg.steps is not None and total != cfg.steps):
         return None
@@ -183,7 +180,7 @@ def train_shards(cfg: TrainConfig, unified: bool = False, only: tuple[str, ...] 
                                f"datasets; {shards} is one dataset")
         return [train(cfg)]
     found = find_datasets(shards)
-    say(f"{shards}: {len(found)} generated dataset(s): {', '.join(f.name for f in found)}")
+    _say(f"{shards}: {len(found)} generated dataset(s): {', '.join(f.name for f in found)}")
     if unified:
         if task_index is not None or task_count is not None:
             raise LogicalError("--unified trains one model: --task-index/--task-count do not apply "
@@ -192,7 +189,7 @@ def train_shards(cfg: TrainConfig, unified: bool = False, only: tuple[str, ...] 
         if len(chosen) < 2:
             raise LogicalError(f"--unified needs at least two categories; {shards} gives "
                                f"{', '.join(f.name for f in chosen)}")
-        say(f"unified model over {len(chosen)} categories into {cfg.out}")
+        _say(f"unified model over {len(chosen)} categories into {cfg.out}")
         return [train(replace(cfg, shards=[f.path for f in chosen]))]
     chosen = select(found, only, task_index, task_count)
     if not chosen:
