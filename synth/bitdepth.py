@@ -55,7 +55,10 @@ def png_header(path: Path) -> PngHeader | None:
 
 def significant_bits(path: Path) -> tuple[int | None, int | None]:
     """(colour bits, alpha bits) from a PNG's sBIT chunk; (None, None) without one."""
-    head = png_header(path)
+    return _sbit_bits(png_header(path))
+
+
+def _sbit_bits(head: PngHeader | None) -> tuple[int | None, int | None]:
     if head is None or not head.sbit:
         return None, None
     sbit = head.sbit
@@ -64,9 +67,10 @@ def significant_bits(path: Path) -> tuple[int | None, int | None]:
     return max(colour), (sbit[-1] if has_alpha and len(sbit) > 1 else None)
 
 
-def container_bits(path: Path) -> int:
-    """Bits per sample the file is stored with, from its header: 8 for JPEG/BMP (and unreadable files)."""
-    head = png_header(path)
+def container_bits(path: Path, head: PngHeader | None = None) -> int:
+    """Bits per sample the file is stored with, from its header: 8 for JPEG/BMP (and unreadable files).
+    `head`: its PNG header when the caller has read it already."""
+    head = head or png_header(path)
     if head is not None:
         return head.bit_depth
     if Path(path).suffix.lower() in (".tif", ".tiff"):
@@ -108,11 +112,11 @@ def data_depth(paths: Sequence[Path]) -> Depth:
 
     sbits, maximum, wide = [], 0, 0
     for p in paths:
-        if container_bits(p) <= 8:
+        head = png_header(p)                # read once: container depth and sBIT both come from it
+        if container_bits(p, head) <= 8:
             continue
-        head = png_header(p)
-        bits, _ = significant_bits(p)
-        if head is not None and bits is not None:
+        bits, _ = _sbit_bits(head)
+        if bits is not None:
             sbits.append(bits)
             wide += 1
             continue

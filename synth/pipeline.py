@@ -55,6 +55,18 @@ def quantise_edge(edge: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(np.asarray(edge, np.float32) * 255.0), 0, 255).astype(np.uint8)
 
 
+def jnd_and_foreground(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(JND map float32 (H, W) in grey levels, foreground bool (H, W)) of an RGB uint8 image (method.md
+    steps 2-3): every normal image's first two maps, for build and for the inpainting generator's holes."""
+    from synth.regions import foreground_mask
+
+    jnd = jnd_map(image).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")          # a whole-image foreground is legitimate (textures)
+        foreground = np.asarray(foreground_mask(image, jnd), bool)
+    return jnd, foreground
+
+
 def prepare_source(path: Path, size: int, extractor, renderer=None, bits: int | None = None,
                    labels: Path | None = None) -> SourceFeatures:
     """Load and resize one normal image and compute its JND map, edges, foreground and candidate regions.
@@ -65,15 +77,12 @@ def prepare_source(path: Path, size: int, extractor, renderer=None, bits: int | 
     `labels`: a part label image (synth.part_labels) used as the regions instead of the classical ones; its
     parts join the foreground.
     """
-    from synth.regions import foreground_mask, semantic_regions
+    from synth.regions import semantic_regions
 
     photo = load_rgb(path, bits)
     image = resize_rgb(photo, size)
-    jnd = jnd_map(image).astype(np.float32)
+    jnd, foreground = jnd_and_foreground(image)
     edge = quantise_edge(extractor(image)).astype(np.float32) / 255.0
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")          # a whole-image foreground is legitimate (textures)
-        foreground = np.asarray(foreground_mask(image, jnd), bool)
     if labels is not None:
         from synth.part_labels import read_part_labels
 

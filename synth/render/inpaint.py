@@ -25,7 +25,6 @@ less jitter (0.00) nor hole content swapped in from another normal in 30% of the
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -110,13 +109,10 @@ class InpaintRenderer(GeneratorRenderer):
 def hole_source(image: np.ndarray, edge: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(foreground bool (H,W), semantic regions uint16 (H,W)) of a normal image, as build prepares them
     (synth.pipeline.prepare_source): what `draw_hole` draws edit regions from."""
-    from synth.jnd import jnd_map
-    from synth.regions import foreground_mask, semantic_regions
+    from synth.pipeline import jnd_and_foreground
+    from synth.regions import semantic_regions
 
-    jnd = jnd_map(image).astype(np.float32)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")          # a whole-image foreground is legitimate (textures)
-        foreground = np.asarray(foreground_mask(image, jnd), bool)
+    jnd, foreground = jnd_and_foreground(image)
     return foreground, np.asarray(semantic_regions(image, edge, foreground, jnd), np.uint16)
 
 
