@@ -325,8 +325,10 @@ def finalize(job: Job, meta: dict, fresh: dict[int, dict] | None = None,
 # ---------------------------------------------------------------- the whole build
 
 def _resolve_generator(generator: Path | None, directory: Path, dataset: str, root: Path | None,
-                       category: str, size: int, edges: str, weights: str | None, device: str) -> Path:
-    """The generator for a category, kept as <dir>/generator.pt: given, found, or fitted now."""
+                       category: str, size: int, edges: str, weights: str | None, device: str,
+                       bits: int | None = None) -> Path:
+    """The generator for a category, kept as <dir>/generator.pt: given, found, or fitted now (on the
+    category's data depth `bits`, decided once by the caller)."""
     target = directory / GENERATOR
     if generator is not None:
         generator = Path(generator)
@@ -349,7 +351,7 @@ def _resolve_generator(generator: Path | None, directory: Path, dataset: str, ro
     say(f"{category}: no generator at {target}; fitting one first (preset tiny at {size} px, "
         f"{edges} edges; give --generator to use another)")
     return fit_for_category(dataset, root, category, size=size, out=target, edges=edges,
-                            pidinet_weights=Path(weights) if weights else None, device=device)
+                            pidinet_weights=Path(weights) if weights else None, device=device, bits=bits)
 
 
 def _textures(anomaly_source: Path | None) -> tuple[str, ...]:
@@ -386,11 +388,12 @@ def build_category(reader, category: str, *, n: int, size: int, out: Path, seed:
         raise DatasetError(f"{reader.root}: category {category!r} has {len(paths)} normal training image(s); "
                            "at least 2 are needed")
     labels = label_files(regions, paths, category) if regions is not None else None
+    depth = data_depth(paths)       # one scale for every 16-bit image of the category
     gen_path, renderer, verified = None, None, {}
     if synthesizer != PERLIN:
         t = time.perf_counter()
         gen_path = _resolve_generator(generator, directory, reader.name, reader.root, category, size, edges,
-                                      weights, device)
+                                      weights, device, depth.bits)
         times["fit_generator"] = time.perf_counter() - t
         from synth.render.generator import load_generator
 
@@ -398,7 +401,6 @@ def build_category(reader, category: str, *, n: int, size: int, out: Path, seed:
         verified[GENERATOR] = {"sha256": sha256_file(gen_path), "size": gen_path.stat().st_size}
         if not renderer.identity.endswith(verified[GENERATOR]["sha256"][:12]):
             raise CheckpointError(f"{gen_path}: changed while the build was loading it; run it again")
-    depth = data_depth(paths)       # one scale for every 16-bit image of the category
     if depth.bits is not None:
         say(f"{category}: images are {depth.describe()}")
     attrs = {"size": size, "dataset": reader.name, "category": category, "edges": extractor.identity,

@@ -445,12 +445,14 @@ def fit_for_category(dataset: str, root: Path | None, category: str, size: int |
                      preset: str = "tiny", epochs: int | None = None, out: Path | None = None,
                      edges: str = "classic", pidinet_weights: Path | None = None, *,
                      batch_size: int | None = None, resume: bool = False, seed: int = 0,
-                     device: str = "auto", progress: bool = True, kind: str = "global") -> Path:
+                     device: str = "auto", progress: bool = True, kind: str = "global",
+                     bits: int | None = None) -> Path:
     """Read a category's normal images, compute their edges, fit the generator of `kind` (global |
     inpaint); the checkpoint path.
 
     Default output: data/<dataset>/<category>/generator.pt. Validation normals (LOCO, toybox) measure quality;
-    otherwise a few train images are held out.
+    otherwise a few train images are held out. `bits`: the category's data depth when the caller has
+    decided it (synth.bitdepth.data_depth), else decided here.
     """
     from synth.datasets import open_dataset
     from synth.edges import get_extractor
@@ -466,7 +468,8 @@ def fit_for_category(dataset: str, root: Path | None, category: str, size: int |
         raise DatasetError(f"{reader.root}: category {category!r} has no train images to fit a generator on")
     val_paths = reader.validation_images(category)[:32]
     extractor = get_extractor(edges, pidinet_weights)
-    bits = data_depth(train_paths).bits     # the category's one scale, as build uses
+    if bits is None:                        # the category's one scale, as build uses (build passes its own)
+        bits = data_depth(train_paths).bits
 
     def read(paths: list[Path], what: str) -> tuple[list, list]:
         bar = progress_bar(paths, desc=f"reading {what} images", total=len(paths)) if progress else paths
