@@ -57,8 +57,7 @@ def training_data(shards: Path | list[Path], size: int, normal_fraction: float, 
                   jitter: float, verify: bool = True, cache_dir: Path | None = None) -> Dataset:
     """ShardDataset for one generated dataset (directory or .tar); BalancedDataset for a list of several.
     Either has `categories` (list of `dataset/category`), which the checkpoint records."""
-    if isinstance(shards, (list, tuple)):
-        parts = [ShardDataset(p, size, normal_fraction, seed, flips, jitter, verify=verify, cache_dir=cache_dir)
-                 for p in shards]
-        return parts[0] if len(parts) == 1 else BalancedDataset(parts)
-    return ShardDataset(shards, size, normal_fraction, seed, flips, jitter, verify=verify, cache_dir=cache_dir)
+    paths = list(shards) if isinstance(shards, (list, tuple)) else [shards]
+    parts = [ShardDataset(p, size, normal_fraction, seed, flips, jitter, verify=verify, cache_dir=cache_dir)
+             for p in paths]
+    return parts[0] if len(parts) == 1 else BalancedDataset(parts)
