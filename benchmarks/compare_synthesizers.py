@@ -9,6 +9,11 @@ One table row per (dataset, configuration): mean ± std over seeds of the image 
 score (AU-sPRO on LOCO-layout data such as toybox, with its logical / structural split; AUPRO elsewhere).
 Finished runs are cached in their folder (eval/metrics.json), so a rerun only does what is missing.
 
+The configurations are ranked by one score: per dataset the mean of image AUROC and the localization score,
+then the mean over datasets (a configuration missing on a dataset is not ranked). `table.json` holds every
+run, the ranking and the best configuration; `--record FILE` also writes that record where the project keeps
+it (benchmarks/results/defaults.json, which synth/defaults.py must match: tests/test_defaults.py).
+
     python benchmarks/compare_synthesizers.py --datasets toybox:tray --seeds 0 1 2
     python benchmarks/compare_synthesizers.py --synthesizers logical,perlin,both --generator-kind global,inpaint \\
         --edges classic,pidinet --pidinet-weights ../shared/weights/table5_pidinet.pth \\
@@ -19,6 +24,7 @@ Finished runs are cached in their folder (eval/metrics.json), so a rerun only do
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import shutil
 import subprocess
@@ -74,6 +80,19 @@ def parse_list(text: str, allowed: tuple[str, ...], option: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def parse_epochs(text: str | int | None) -> dict[str, int]:
+    """`--gen-epochs`: "20" -> {"*": 20}; "global=20,inpaint=100" -> per kind; None -> {} (the presets')."""
+    if text is None:
+        return {}
+    out = {}
+    for item in (s.strip() for s in str(text).split(",") if s.strip()):
+        kind, _, value = item.rpartition("=")
+        if kind and kind not in KINDS or not value.isdigit() or int(value) < 1:
+            raise ValueError(f"--gen-epochs {text!r}: expected N or KIND=N,... with KIND in {', '.join(KINDS)}")
+        out[kind or "*"] = int(value)
+    return out
+
+
 def parse_datasets(text: str) -> list[DatasetSpec]:
     """`NAME:CATEGORY[:ROOT]`, comma-separated, e.g. `toybox:tray,mvtec:hazelnut:../shared/data/hazelnut_toy`."""
     specs = []
@@ -101,28 +120,20 @@ def _cli() -> list[str]:
     return [str(exe)] if exe.is_file() else [shutil.which("logical-synth") or "logical-synth"]
 
 
-def fit_options() -> str:
-    """The installed `logical-synth fit-generator --help` text (which options it knows)."""
-    return subprocess.run(_cli() + ["fit-generator", "--help"], capture_output=True, text=True).stdout
-
-
-def fit_generator(args: argparse.Namespace, spec: DatasetSpec, kind: str, edges: str, known: str
+def fit_generator(args: argparse.Namespace, spec: DatasetSpec, kind: str, edges: str
                   ) -> tuple[Path | None, str | None]:
     """(checkpoint, None), or (None, why it was skipped). Fitted once per dataset, kind and extractor."""
     path = args.out / spec.slug / f"generator-{kind}-{edges}.pt"
     if path.is_file():
         return path, None
     cmd = _cli() + ["fit-generator", "--dataset", spec.name, "--category", spec.category, "--preset", "tiny",
-                    "--size", str(args.size), "--edges", edges, "--device", args.device, "--out", str(path)]
-    if "--kind" in known:
-        cmd += ["--kind", kind]
-    elif kind != "global":
-        return None, (f"generator kind {kind!r} skipped: the installed `logical-synth fit-generator` has no "
-                      "--kind option (that generator kind is not in this checkout)")
+                    "--size", str(args.size), "--edges", edges, "--kind", kind, "--device", args.device,
+                    "--out", str(path)]
     if spec.root is not None:
         cmd += ["--root", str(spec.root)]
-    if args.gen_epochs is not None:
-        cmd += ["--epochs", str(args.gen_epochs)]
+    epochs = args.gen_epochs.get(kind, args.gen_epochs.get("*"))
+    if epochs is not None:
+        cmd += ["--epochs", str(epochs)]
     if edges == "pidinet":
         cmd += ["--pidinet-weights", str(args.pidinet_weights)]
     print(f"  fitting {kind}/{edges} generator on {spec.slug}", flush=True)
@@ -133,6 +144,12 @@ def fit_generator(args: argparse.Namespace, spec: DatasetSpec, kind: str, edges:
     return path, None
 
 
+def cached(args: argparse.Namespace, spec: DatasetSpec, config: Config, seed: int) -> dict | None:
+    """The metrics of a finished run in --out, else None."""
+    result_path = args.out / spec.slug / f"{config.slug}-seed{seed}" / "eval" / "metrics.json"
+    return json.loads(result_path.read_text())["metrics"] if result_path.is_file() else None
+
+
 def run_one(args: argparse.Namespace, spec: DatasetSpec, config: Config, generator: Path | None,
             seed: int) -> dict:
     """Build, train and evaluate once; the metrics are cached in the run folder."""
@@ -140,10 +157,10 @@ def run_one(args: argparse.Namespace, spec: DatasetSpec, config: Config, generat
     from train.evaluate import evaluate
     from train.loop import TrainConfig, train
 
+    done = cached(args, spec, config, seed)
+    if done is not None:
+        return done
     run = args.out / spec.slug / f"{config.slug}-seed{seed}"
-    result_path = run / "eval" / "metrics.json"
-    if result_path.is_file():
-        return json.loads(result_path.read_text())["metrics"]
     t0 = time.perf_counter()
     build(spec.name, spec.root, [spec.category], n=args.n, size=args.size, out=run / "data", seed=seed,
           shard_size=args.shard_size, workers=args.workers, generator=generator,
@@ -185,34 +202,81 @@ def summarise(runs: list[dict]) -> dict[str, tuple[float, float] | None]:
     return out
 
 
-def table(rows: list[tuple[DatasetSpec, Config, int, dict]]) -> str:
-    """Markdown, one row per (dataset, configuration): mean ± std over seeds, percent."""
+def table(rows: list[tuple[DatasetSpec, Config, list[dict]]]) -> str:
+    """Markdown, one row per (dataset, configuration): mean ± std over seeds, percent; then the ranking."""
     head = "| dataset | synthesizer | generator | edges | seeds | " + " | ".join(COLUMNS) + " |"
     lines = [head, "|---" * (len(COLUMNS) + 5) + "|"]
-    for spec, config, n, summary in rows:
+    for spec, config, runs in rows:
+        summary = summarise(runs)
         cells = [f"{v[0]:.1f} ± {v[1]:.1f}" if v else "–" for v in (summary[c] for c in COLUMNS)]
         lines.append(f"| {spec.name}/{spec.category} | {config.synthesizer} | {config.kind or '–'} | "
-                     f"{config.edges or '–'} | {n} | " + " | ".join(cells) + " |")
+                     f"{config.edges or '–'} | {len(runs)} | " + " | ".join(cells) + " |")
+    ranked = ranking(rows)
+    if ranked:
+        lines += ["", "Ranking (mean over datasets of (image AUROC + localization) / 2): " + ", ".join(
+            f"{c.slug} {v:.1f}" for c, v in ranked)]
     return "\n".join(lines)
 
 
 def compare(args: argparse.Namespace) -> tuple[list[tuple[DatasetSpec, Config, int, dict]], list[str]]:
     """Run every (dataset, configuration, seed); (table rows, skip notes)."""
     configs = configurations(args.synthesizers, args.generator_kind, args.edges)
-    known = fit_options() if any(c.kind for c in configs) and args.generator is None else ""
     rows, notes = [], []
     for spec in args.datasets:
         for config in configs:
+            if args.cached:
+                runs = [m for m in (cached(args, spec, config, seed) for seed in args.seeds) if m is not None]
+                if runs:
+                    rows.append((spec, config, runs))
+                continue
             generator = args.generator
             if config.kind is not None and generator is None:
-                generator, why = fit_generator(args, spec, config.kind, config.edges, known)
+                generator, why = fit_generator(args, spec, config.kind, config.edges)
                 if why:
                     print(f"note: {why}", flush=True)
                     notes.append(why)
                     continue
             runs = [run_one(args, spec, config, generator, seed) for seed in args.seeds]
-            rows.append((spec, config, len(runs), summarise(runs)))
+            rows.append((spec, config, runs))
     return rows, notes
+
+
+def ranking(rows: list[tuple[DatasetSpec, Config, list[dict]]]) -> list[tuple[Config, float]]:
+    """(configuration, score) best first; score = mean over datasets of (image AUROC + localization) / 2 in
+    percent, from the per-dataset means over seeds. Configurations missing on a dataset are left out."""
+    datasets = {spec for spec, _, _ in rows}
+    per: dict[Config, dict[DatasetSpec, float]] = {}
+    for spec, config, runs in rows:
+        summary = summarise(runs)
+        image, local = summary[COLUMNS[0]], summary[COLUMNS[1]]
+        if image is not None and local is not None:
+            per.setdefault(config, {})[spec] = (image[0] + local[0]) / 2
+    scored = [(c, float(np.mean(list(d.values())))) for c, d in per.items() if set(d) == datasets]
+    return sorted(scored, key=lambda cs: -cs[1])
+
+
+def record(args: argparse.Namespace, rows: list[tuple[DatasetSpec, Config, list[dict]]], argv: list[str]
+           ) -> dict:
+    """Everything a reader needs to trust the choice: command, date, budget, each run's scores, the
+    ranking, and the best configuration (the best one with a generator gives the generator kind and edges)."""
+    ranked = ranking(rows)
+    best = ranked[0][0] if ranked else None
+    with_generator = next((c for c, _ in ranked if c.kind is not None), None)
+    return {
+        "command": "python benchmarks/compare_synthesizers.py " + " ".join(argv),
+        "date": datetime.date.today().isoformat(),
+        "budget": {k: getattr(args, k) for k in ("n", "size", "preset", "steps", "batch_size", "gen_epochs",
+                                                  "seeds")},
+        "rows": [{"dataset": spec.slug, "synthesizer": c.synthesizer, "kind": c.kind, "edges": c.edges,
+                  "runs": [scores(r) for r in runs],
+                  "summary": summarise(runs)} for spec, c, runs in rows],
+        "ranking": [{"synthesizer": c.synthesizer, "kind": c.kind, "edges": c.edges, "score": round(v, 2)}
+                    for c, v in ranked],
+        "best": None if best is None else {
+            "synthesizer": best.synthesizer,
+            "kind": with_generator.kind if with_generator else None,
+            "edges": with_generator.edges if with_generator else None},
+    }
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -237,12 +301,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=2, help="build workers")
     p.add_argument("--loader-workers", type=int, default=1)
     p.add_argument("--device", default="auto")
-    p.add_argument("--gen-epochs", type=int, default=None, help="generator epochs (default: the tiny preset's)")
+    p.add_argument("--gen-epochs", default=None,
+                   help="generator epochs: N for every kind, or per kind, e.g. global=20,inpaint=100 (default: "
+                        "the tiny preset's for that kind)")
     p.add_argument("--generator", type=Path, default=None,
                    help="one fitted generator for every configuration (default: fit one per kind and edges)")
     p.add_argument("--tiny", action="store_true",
                    help="smoke test: " + ", ".join(f"{k}={v}" for k, v in TINY.items()) + " (overrides those)")
     p.add_argument("--out", type=Path, default=Path("runs/compare"))
+    p.add_argument("--cached", action="store_true",
+                   help="run nothing: table, ranking and record from the finished runs in --out (each row says "
+                        "how many seeds it has)")
+    p.add_argument("--record", type=Path, default=None,
+                   help="also write the record (runs, ranking, best) here, e.g. benchmarks/results/defaults.json")
     args = p.parse_args(argv)
     try:
         args.synthesizers = parse_list(args.synthesizers, SYNTHESIZERS, "--synthesizers")
@@ -259,10 +330,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.tiny:
         for key, value in TINY.items():
             setattr(args, key, value)
+    try:
+        args.gen_epochs = parse_epochs(args.gen_epochs)
+    except ValueError as e:
+        p.error(str(e))
     return args
 
 
 def main(argv: list[str] | None = None) -> str:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
     rows, notes = compare(args)
     names = ", ".join(d.slug for d in args.datasets)
@@ -271,6 +347,11 @@ def main(argv: list[str] | None = None) -> str:
             + "".join(f"\n- {note}" for note in notes))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "table.md").write_text(text + "\n")
+    result = json.dumps(record(args, rows, argv), indent=1) + "\n"
+    (args.out / "table.json").write_text(result)
+    if args.record is not None:
+        args.record.parent.mkdir(parents=True, exist_ok=True)
+        args.record.write_text(result)
     print(text)
     return text
 

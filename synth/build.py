@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from synth import __version__
+from synth import __version__, defaults
 from synth.bitdepth import data_depth
 from synth.console import progress, say
 from synth.errors import CheckpointError, DatasetError, ImageError, LogicalError, ShardError
@@ -59,7 +59,7 @@ BACKENDS = ("loky", "dask")
 def parse_mix(mix: str | dict | None) -> tuple[tuple[str, float], ...]:
     """`logical=0.5,structural=0.5` -> ((kind, weight), ...); weights are normalised later."""
     if mix is None:
-        return (("logical", 0.5), ("structural", 0.5))
+        mix = defaults.MIX
     items = mix.items() if isinstance(mix, dict) else [p.partition("=")[::2] for p in str(mix).split(",")]
     out = {}
     for kind, weight in items:
@@ -473,9 +473,9 @@ def build_category(reader, category: str, *, n: int, size: int, out: Path, seed:
 
 def build(dataset: str, root: Path | None, categories: Sequence[str] | None, n: int, size: int = 256,
           out: Path = Path("data"), seed: int = 0, shard_size: int = 1000, workers: int = 1,
-          generator: Path | None = None, edges: str = "classic", pidinet_weights: Path | None = None,
+          generator: Path | None = None, edges: str = defaults.EDGES, pidinet_weights: Path | None = None,
           strategies: str | Sequence[str] | None = None, mix: str | dict | None = None,
-          synthesizer: str = "logical", shards: str | None = None, finalize: bool = False,
+          synthesizer: str = defaults.SYNTHESIZER, shards: str | None = None, finalize: bool = False,
           backend: str = "loky", scheduler: str | None = None, skip_bad: bool = False, device: str = "auto",
           anomaly_source: Path | None = None, render: str = "auto", regions: Path | None = None) -> dict:
     """Build generated datasets under <out>/<dataset>/<category>/ for each category; {category: report}."""

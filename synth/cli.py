@@ -2,7 +2,7 @@
 
 import click
 
-from synth import __version__
+from synth import __version__, defaults
 from synth.console import Group
 
 
@@ -33,13 +33,13 @@ def dataset_options(command):
 @click.option("--size", type=click.IntRange(min=16), default=None,
               help="Image size in pixels (default: the preset's).")
 @click.option("--epochs", type=click.IntRange(min=1), default=None,
-              help="Training epochs (default: tiny 30, base 300).")
+              help="Training epochs (default: tiny 30, base 300; the inpaint kind tiny 100, base 300).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
               help="Images per step (default: tiny 4, base 16).")
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="Checkpoint to write (default data/<dataset>/<category>/generator.pt).")
 @click.option("--resume", is_flag=True, help="Continue from the training state saved next to --out (<stem>.train.pt).")
-@click.option("--edges", type=click.Choice(["classic", "pidinet"]), default="classic", show_default=True,
+@click.option("--edges", type=click.Choice(["classic", "pidinet"]), default=defaults.EDGES, show_default=True,
               help="Edge extractor the generator is fitted on (build must use the same).")
 @click.option("--pidinet-weights", type=click.Path(), default=None,
               help="PiDiNet checkpoint (table5_pidinet.pth) for --edges pidinet.")
@@ -47,7 +47,7 @@ def dataset_options(command):
               help="Where to train: auto uses CUDA when present.")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seed for weights, held-out split and augmentation.")
-@click.option("--kind", type=click.Choice(["global", "inpaint"]), default="global", show_default=True,
+@click.option("--kind", type=click.Choice(["global", "inpaint"]), default=defaults.GENERATOR_KIND, show_default=True,
               help="global: the paper's pix2pixHD, the whole image from edges; inpaint: repaints only the edit's "
                    "hole from the image around it and the edges (EdgeConnect-style, ours).")
 def fit_generator_command(dataset: str, root: str | None, category: str, preset: str, size: int | None,
@@ -160,18 +160,19 @@ def export_command(path: str, fmt: str, out: str) -> None:
               help="Parallel processes (loky) or local dask workers; the output does not depend on it.")
 @click.option("--generator", type=click.Path(dir_okay=False), default=None,
               help="Generator (default <out>/<dataset>/<category>/generator.pt; fitted if missing).")
-@click.option("--edges", type=click.Choice(["classic", "pidinet"]), default="classic", show_default=True,
+@click.option("--edges", type=click.Choice(["classic", "pidinet"]), default=defaults.EDGES, show_default=True,
               help="Edge extractor (the generator must have been fitted on the same).")
 @click.option("--pidinet-weights", type=click.Path(dir_okay=False), default=None,
               help="PiDiNet checkpoint (table5_pidinet.pth) for --edges pidinet.")
 @click.option("--strategies", default=None,
               help="Comma-separated edit strategies (default: remove,replace,merge,stroke,chip,colour; "
                    "also jitter, warp).")
-@click.option("--mix", default="logical=0.5,structural=0.5", show_default=True,
+@click.option("--mix", default=defaults.MIX, show_default=True,
               help="Weights of the anomaly kinds for the logical synthesizer.")
-@click.option("--synthesizer", type=click.Choice(["logical", "perlin", "both"]), default="logical",
+@click.option("--synthesizer", type=click.Choice(["logical", "perlin", "both"]), default=defaults.SYNTHESIZER,
               show_default=True,
-              help="logical (edge edits + generator), perlin (DRAEM baseline), or both (half each).")
+              help="logical (edge edits + generator), perlin (DRAEM baseline), or both (half each). The "
+                   "default is the one benchmarks/compare_synthesizers.py measured best (BENCHMARKS.md).")
 @click.option("--shards", default=None,
               help="Make only shards A-B (inclusive), e.g. for a Slurm array task; then run --finalize.")
 @click.option("--finalize", is_flag=True, help="Check every shard and write manifest.json.")
@@ -249,7 +250,7 @@ def scan_command(dataset: str, root: str | None, category: str | None, as_json: 
               help="Square image size in pixels.")
 @click.option("--strategies", default=",".join(("remove", "replace", "merge", "stroke", "chip")),
               show_default=True, help="Comma-separated edit strategies, used in turn (also: jitter, colour, warp).")
-@click.option("--edges", type=click.Choice(["classic", "pidinet"]), default="classic", show_default=True,
+@click.option("--edges", type=click.Choice(["classic", "pidinet"]), default=defaults.EDGES, show_default=True,
               help="Edge extractor (must match the generator's).")
 @click.option("--pidinet-weights", type=click.Path(), default=None,
               help="PiDiNet checkpoint (table5_pidinet.pth) for --edges pidinet.")

@@ -2,6 +2,7 @@
 installed CLI does not know."""
 
 import importlib.util
+import json
 import math
 import sys
 from pathlib import Path
@@ -36,13 +37,49 @@ def test_tiny_run_prints_one_finite_row_per_configuration(toybox_root, tmp_path)
     assert (tmp_path / "toybox-tray" / "perlin-seed0" / "eval" / "metrics.json").is_file()
 
 
-def test_unknown_generator_kind_is_skipped_with_a_message(toybox_root, tmp_path, monkeypatch, capsys):
+def _metrics(image: float, local: float) -> dict:
+    return {"mean": {"image_auroc": image, "au_spro": local}}
+
+
+def test_ranking_averages_image_and_localization_over_datasets_by_hand():
     cmp = _script()
-    monkeypatch.setattr(cmp, "fit_options", lambda: "Usage: logical-synth fit-generator [OPTIONS]\n --edges")
-    text = cmp.main(["--tiny", "--synthesizers", "logical", "--generator-kind", "inpaint",
-                     "--datasets", f"toybox:tray:{toybox_root}", "--out", str(tmp_path)])
-    assert "(no configuration ran)" in text and "generator kind 'inpaint' skipped" in text
-    assert "no --kind option" in capsys.readouterr().out
+    toy, hz = cmp.DatasetSpec("toybox", "tray"), cmp.DatasetSpec("mvtec", "hazelnut")
+    logical, perlin, both = cmp.Config("logical", "global", "classic"), cmp.Config("perlin"), \
+        cmp.Config("both", "global", "classic")
+    hz_metrics = lambda i, p: {"all": {"image_auroc": i, "aupro": p}}  # noqa: E731
+    rows = [(toy, logical, [_metrics(0.8, 0.6), _metrics(0.6, 0.6)]),     # 70, 60 -> 65
+            (toy, perlin, [_metrics(0.9, 0.5)]),                          # 70
+            (toy, both, [_metrics(0.8, 0.7)]),                            # 75
+            (hz, logical, [hz_metrics(0.5, 0.5)]),                        # 50 -> mean 57.5
+            (hz, perlin, [hz_metrics(0.9, 0.9)]),                         # 90 -> mean 80
+            (hz, both, [hz_metrics(0.8, 0.8)])]                           # 80 -> mean 77.5
+    ranked = cmp.ranking(rows)
+    assert [c for c, _ in ranked] == [perlin, both, logical]
+    assert [round(v, 6) for _, v in ranked] == [80.0, 77.5, 57.5]
+    # a configuration missing on one dataset is not ranked
+    assert [c for c, _ in cmp.ranking(rows[:3] + rows[4:])] == [perlin, both]
+    args = cmp.parse_args(["--seeds", "0"])
+    rec = cmp.record(args, rows, ["--seeds", "0"])
+    # the best is Perlin-only, which has no generator: kind and edges come from the best one with a generator
+    assert rec["best"] == {"synthesizer": "perlin", "kind": "global", "edges": "classic"}
+    assert rec["rows"][0]["runs"][1]["image AUROC"] == 0.6 and len(rec["ranking"]) == 3
+    assert rec["command"].endswith("--seeds 0")
+
+
+def test_cached_runs_nothing_and_records_what_is_finished(toybox_root, tmp_path):
+    cmp = _script()
+    run = tmp_path / "toybox-tray" / "both-global-classic-seed1" / "eval"
+    run.mkdir(parents=True)
+    (run / "metrics.json").write_text(json.dumps({"metrics": _metrics(0.9, 0.7)}))
+    record = tmp_path / "rec" / "defaults.json"
+    text = cmp.main(["--cached", "--synthesizers", "logical,both", "--seeds", "0", "1", "--datasets",
+                     f"toybox:tray:{toybox_root}", "--out", str(tmp_path), "--record", str(record)])
+    rows = [ln for ln in text.splitlines() if ln.startswith("| toybox")]
+    assert len(rows) == 1 and "| both | global | classic | 1 | 90.0 ± 0.0 | 70.0 ± 0.0 |" in rows[0]
+    saved = json.loads(record.read_text())
+    assert saved == json.loads((tmp_path / "table.json").read_text())
+    assert saved["best"] == {"synthesizer": "both", "kind": "global", "edges": "classic"}
+    assert not (tmp_path / "toybox-tray" / "generator-global-classic.pt").exists()   # nothing was fitted
 
 
 def test_configurations_and_bad_options():
@@ -54,3 +91,13 @@ def test_configurations_and_bad_options():
         cmp.parse_args(["--edges", "sobel"])
     with pytest.raises(SystemExit):
         cmp.parse_args(["--edges", "pidinet"])               # needs --pidinet-weights
+
+
+def test_generator_epochs_per_kind():
+    cmp = _script()
+    assert cmp.parse_args(["--gen-epochs", "20"]).gen_epochs == {"*": 20}
+    assert cmp.parse_args(["--gen-epochs", "global=20,inpaint=100"]).gen_epochs == {"global": 20, "inpaint": 100}
+    assert cmp.parse_args([]).gen_epochs == {}
+    for bad in ("sobel=3", "global=0", "x"):
+        with pytest.raises(SystemExit):
+            cmp.parse_args(["--gen-epochs", bad])

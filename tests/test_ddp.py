@@ -91,3 +91,20 @@ def test_two_processes_train_a_data_folder_category_after_category(tmp_path):
     assert len(models) == 2
     for model in models:  # rank 0 logged each category's two steps once
         assert len((model.parent / "log.jsonl").read_text().splitlines()) == 2
+
+
+def test_a_cpu_run_joins_with_gloo_even_where_cuda_exists(monkeypatch):
+    """--device cpu on a GPU machine: NCCL cannot reduce CPU tensors, so the group must be gloo."""
+    import torch.distributed as dist
+
+    from train.loop import setup_distributed
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    for key, value in dict(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
+                           MASTER_PORT=str(free_port()), GLOO_SOCKET_IFNAME="lo").items():
+        monkeypatch.setenv(key, value)
+    assert setup_distributed("cpu") == (0, 1, 0)
+    try:
+        assert dist.get_backend() == "gloo"
+    finally:
+        dist.destroy_process_group()

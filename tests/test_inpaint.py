@@ -33,6 +33,7 @@ from synth.render.inpaint import (
     draw_hole,
     hole_source,
     inpaint_config,
+    jitter_inside,
     training_sample,
 )
 
@@ -121,7 +122,7 @@ def test_checkpoint_records_its_kind_and_old_ones_load_as_global(tmp_path):
         load_generator(tmp_path / "new.pt", device="cpu")
 
 
-def test_training_holes_are_edit_regions_and_edges_jitter_only_inside(toybox_root):
+def test_training_holes_are_edit_regions_and_image_and_edges_jitter_together_only_inside(toybox_root):
     path = open_dataset("toybox", toybox_root).train_images(CATEGORY)[0]
     image = resize_rgb(load_rgb(path), 64)
     edge = get_extractor("classic")(image)
@@ -135,9 +136,27 @@ def test_training_holes_are_edit_regions_and_edges_jitter_only_inside(toybox_roo
     assert 0.003 < np.median(areas) < 0.3                              # edit-sized: neither a speck nor half
     no_geometry = Augment(tps=0.0, crop=0.0, dropout=0.0, strokes=0.0)
     im, ed, hole = training_sample(image, edge, foreground, regions, np.random.default_rng(5), no_geometry)
-    np.testing.assert_array_equal(im, image)
-    np.testing.assert_array_equal(ed[~hole], edge[~hole])                # edges change only in the hole
-    assert not np.array_equal(ed[hole], edge[hole])
+    np.testing.assert_array_equal(im[~hole], image[~hole])              # image and edges change only in
+    np.testing.assert_array_equal(ed[~hole], edge[~hole])                # the hole
+    assert not np.array_equal(ed[hole], edge[hole]) and not np.array_equal(im[hole], image[hole])
+
+
+def test_jitter_moves_the_target_with_its_edges():
+    """The target inside the hole must show what the jittered edges say (warping the edges alone taught the
+    network to ignore them): a bar's pixels and its edge map end up in the same place."""
+    image = np.zeros((64, 64, 3), np.uint8)
+    image[:, 28:36] = 255                                                # a vertical bar
+    edge = np.zeros((64, 64), np.float32)
+    edge[:, 28:36] = 1.0                                                 # "edges" = the bar itself, to compare
+    hole = np.zeros((64, 64), bool)
+    hole[8:56, 16:48] = True
+    im, ed = jitter_inside(image, edge, hole, np.random.default_rng(3), shift=0.08)
+    np.testing.assert_array_equal(im[~hole], image[~hole])
+    np.testing.assert_array_equal(ed[~hole], edge[~hole])
+    moved = (ed > 0.5) != (edge > 0.5)
+    assert moved[hole].mean() > 0.02                                     # the warp really moved the bar
+    agree = (im[..., 0] > 127) == (ed > 0.5)
+    assert agree[hole].mean() > 0.99                                     # and the target moved with it
 
 
 def test_collapse_gate_inside_the_hole():

@@ -94,15 +94,17 @@ class SkipSampler(Sampler[tuple[int, int]]):
         return len(self.base) - self.skip
 
 
-def setup_distributed() -> tuple[int, int, int]:
+def setup_distributed(device: str = "auto") -> tuple[int, int, int]:
     """(rank, world size, local rank); joins the process group when started under torchrun (which sets
-    RANK and MASTER_ADDR), also with a single process, so `torchrun --nproc_per_node 1` runs the DDP path."""
+    RANK and MASTER_ADDR), also with a single process, so `torchrun --nproc_per_node 1` runs the DDP path.
+    The backend follows where the run trains (`device` as in pick_device): NCCL for CUDA, gloo for the CPU,
+    also on a machine that has a GPU (NCCL cannot reduce CPU tensors)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1 and not ("RANK" in os.environ and "MASTER_ADDR" in os.environ):
         return 0, 1, 0
     rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     if not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        backend = "nccl" if device != "cpu" and torch.cuda.is_available() else "gloo"
         if backend == "nccl":
             torch.cuda.set_device(local)
         dist.init_process_group(backend=backend, rank=rank, world_size=world)
@@ -160,7 +162,7 @@ def fit(cfg: TrainConfig) -> tuple[LocalizationNet, Path]:
     group this call joins is left at its end; one that was already there (a data folder trained category after
     category, train.runs) is kept for the next run."""
     owned = not dist.is_initialized()
-    rank, world, local_rank = setup_distributed()
+    rank, world, local_rank = setup_distributed(cfg.device)
     distributed = dist.is_initialized()
     master = rank == 0
     device = pick_device(cfg.device, local_rank)

@@ -133,7 +133,7 @@ def train_per_category(cfg: TrainConfig, chosen: list[Found]) -> list[Path]:
     same port hangs the second). A category that stops with a LogicalError (e.g. its loss turned NaN) is
     reported and the others go on; the run then fails naming every such category."""
     owned = not dist.is_initialized()
-    setup_distributed()
+    setup_distributed(cfg.device)
     try:
         paths, failed = _train_each(cfg, chosen)
     finally:
