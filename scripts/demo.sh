@@ -37,7 +37,7 @@ load_generator(sys.argv[1], edges=get_extractor("classic").identity, size=int(sy
   fi
 done
 
-step "3/6 build $N LogicAL samples per category (every category: no --category)"
+step "3/6 build $N samples per category with the default synthesizer (every category: no --category)"
 $BIN/logical-synth build --dataset toybox --n "$N" --size $SIZE --shard-size 500 --workers 2 --out "$DATA"
 
 step "4/6 contact sheet of edits (tray)"
