@@ -218,8 +218,9 @@ def table(rows: list[tuple[DatasetSpec, Config, list[dict]]]) -> str:
     return "\n".join(lines)
 
 
-def compare(args: argparse.Namespace) -> tuple[list[tuple[DatasetSpec, Config, int, dict]], list[str]]:
-    """Run every (dataset, configuration, seed); (table rows, skip notes)."""
+def compare(args: argparse.Namespace) -> tuple[list[tuple[DatasetSpec, Config, list[dict]]], list[str]]:
+    """Run every (dataset, configuration, seed); (rows of (dataset, configuration, each seed's metrics),
+    skip notes)."""
     configs = configurations(args.synthesizers, args.generator_kind, args.edges)
     rows, notes = [], []
     for spec in args.datasets:

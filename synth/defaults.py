@@ -9,6 +9,6 @@ mix and the strategies the comparison ran with are the ones below (`MIX`; synth.
 from __future__ import annotations
 
 SYNTHESIZER = "both"        # half LogicAL edits, half Perlin (DRAEM) samples
-GENERATOR_KIND = "global"   # the paper's pix2pixHD; "inpaint" (ours) misses its quality goal (BENCHMARKS.md)
+GENERATOR_KIND = "global"   # the paper's pix2pixHD; "inpaint" (ours) ranked second (BENCHMARKS.md)
 EDGES = "classic"           # identity classic-v2: step edges plus thin lines against the JND map
 MIX = "logical=0.5,structural=0.5"

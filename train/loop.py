@@ -104,7 +104,7 @@ def setup_distributed(device: str = "auto") -> tuple[int, int, int]:
         return 0, 1, 0
     rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     if not dist.is_initialized():
-        backend = "nccl" if device != "cpu" and torch.cuda.is_available() else "gloo"
+        backend = "nccl" if pick_device(device, local).type == "cuda" else "gloo"
         if backend == "nccl":
             torch.cuda.set_device(local)
         dist.init_process_group(backend=backend, rank=rank, world_size=world)

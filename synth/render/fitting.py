@@ -88,7 +88,8 @@ KIND_DEFAULTS: dict[str, dict] = {
 # Epochs of the inpainting kind per preset. Only hole pixels teach it, so at tiny's 30 epochs it has not yet
 # learnt to follow edges where the context predicts the hole well (hazelnut_toy, 128 px: hole SSIM 0.713 and
 # "erased visible" 0.00 at 30 epochs; 0.785 and 0.22 at 100, ~4 CPU minutes; benchmarks/hole_quality.py).
-INPAINT_EPOCHS: dict[str, int] = {"tiny": 100, "base": 300}
+# Presets not listed keep their own epochs (base: 300).
+INPAINT_EPOCHS: dict[str, int] = {"tiny": 100}
 TRAIN_FORMAT = "logical-generator-train"
 TRAIN_KEYS = ("disc", "opt_g", "opt_d", "epoch", "step")
 
@@ -467,7 +468,7 @@ def fit_for_category(dataset: str, root: Path | None, category: str, size: int |
         raise LogicalError(f"--kind {kind}: choose {', '.join(KINDS)}")
     defaults = FIT_DEFAULTS[preset] | KIND_DEFAULTS[kind]
     if kind == "inpaint":
-        defaults["epochs"] = INPAINT_EPOCHS[preset]
+        defaults["epochs"] = INPAINT_EPOCHS.get(preset, defaults["epochs"])
     out = Path(out) if out is not None else Path("data") / dataset / category / "generator.pt"
     reader = open_dataset(dataset, root)
     train_paths = reader.train_images(category)
