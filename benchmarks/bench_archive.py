@@ -15,8 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from synth.archive import open_dataset_path, pack_dataset, verify_path
-from synth.shards import SOURCES, ShardWriter, shard_name, write_manifest, write_sources
+from synth.store.archive import open_dataset_path, pack_dataset, verify_path
+from synth.store.manifest import write_manifest
+from synth.store.schema import SOURCES, shard_name
+from synth.store.shards import ShardWriter, write_sources
 
 STRATEGIES = ["add_part", "remove_part", "tps_warp"]
 

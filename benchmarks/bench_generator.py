@@ -12,13 +12,13 @@ import numpy as np
 import torch
 from timing import median_seconds
 
-from synth.render.fitting import train_step
 from synth.render.generator import PRESETS, GeneratorRenderer, GlobalGenerator, MultiscaleDiscriminator, init_weights
+from synth.render.training import train_step
 
 
 def training_rate(gen: GlobalGenerator, disc: MultiscaleDiscriminator, edges: np.ndarray, batch: int,
                   device: torch.device, repeats: int) -> tuple[float, dict[str, float]]:
-    """Steps/s of synth.render.fitting.train_step (G then D update, bf16 autocast and channels_last on CUDA)
+    """Steps/s of synth.render.training.train_step (G then D update, bf16 autocast and channels_last on CUDA)
     at `batch` copies of edges[0] and random targets, median of `repeats` after one warm-up; and the last
     step's losses. Moves `gen` and `disc` to `device` in training mode."""
     memory = torch.channels_last if device.type == "cuda" else torch.contiguous_format

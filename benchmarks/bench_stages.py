@@ -19,9 +19,9 @@ import cv2
 import numpy as np
 import torch
 
-from synth.edges import ClassicEdges
-from synth.images import list_images, load_rgb, resize_rgb
-from synth.jnd import jnd_map
+from synth.datasets.images import list_images, load_rgb, resize_rgb
+from synth.features.edges import ClassicEdges
+from synth.features.jnd import jnd_map
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_IMAGES = REPO.parent / "shared" / "data" / "hazelnut_toy" / "hazelnut" / "train" / "good"
@@ -40,10 +40,11 @@ STAGES: list[Stage] = [
 def _synthesis_stages() -> list[Stage]:
     import warnings
 
-    from synth.compose import compose
-    from synth.damage import DAMAGE, paint_damage
-    from synth.edits import STRATEGIES, apply_colour, plan_edit
-    from synth.regions import foreground_mask, semantic_regions
+    from synth.edit.compose import compose
+    from synth.edit.damage import DAMAGE, paint_damage
+    from synth.edit.edits import apply_colour
+    from synth.edit.strategies import STRATEGIES, plan_edit
+    from synth.features.regions import foreground_mask, semantic_regions
     from synth.render.standin import StandInRenderer
 
     standin = StandInRenderer()
@@ -95,7 +96,7 @@ STAGES.extend(_synthesis_stages())
 
 def pidinet_stage(weights: Path) -> Stage:
     """PiDiNet on CPU, one image per forward pass (folded convolutions, no grad)."""
-    from synth.pidinet import PiDiNetEdges
+    from synth.features.pidinet import PiDiNetEdges
 
     extractor = PiDiNetEdges(weights, device="cpu")
     return ("edges_pidinet_cpu", lambda ctx: extractor(ctx["rgb"]))

@@ -16,7 +16,9 @@ import torch
 from timing import median_seconds
 from torch.utils.data import DataLoader
 
-from synth.shards import SOURCES, ShardWriter, shard_name, write_manifest, write_sources
+from synth.store.manifest import write_manifest
+from synth.store.schema import SOURCES, shard_name
+from synth.store.shards import ShardWriter, write_sources
 from train.data import ShardDataset, to_float
 from train.losses import total_loss
 from train.model import LocalizationNet, count_parameters, make_config
@@ -35,7 +37,7 @@ def smooth_picture(rng: np.random.Generator, size: int) -> np.ndarray:
 
 def make_dataset(directory: Path, n: int, size: int, sources: int = 16, shard_size: int = 100,
                  seed: int = 0) -> Path:
-    """A generated dataset of `n` random-ish samples, written with synth.shards."""
+    """A generated dataset of `n` random-ish samples, written with synth.store.shards."""
     rng = np.random.default_rng(seed)
     directory.mkdir(parents=True, exist_ok=True)
     images = np.stack([smooth_picture(rng, size) for _ in range(sources)])

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from synth.bitdepth import data_depth
 from synth.datasets import open_dataset
-from synth.images import load_rgb
+from synth.datasets.bitdepth import data_depth
+from synth.datasets.images import load_rgb
 from train.evaluate import _channels, infer, load_checkpoint, resolve_device, upsample_map
 
 

@@ -25,10 +25,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from synth.datasets.toybox import render, scene_for
+from synth.datasets.images import list_images, load_rgb, resize_rgb, save_image
+from synth.datasets.toybox_tray import render, scene_for
 from synth.datasets.toybox_truth import structure_lines, tray_mask
-from synth.edges import ClassicEdges
-from synth.images import list_images, load_rgb, resize_rgb, save_image
+from synth.features.edges import ClassicEdges
 from synth.sheet import contact_sheet
 
 HAZELNUT = Path(__file__).resolve().parents[2] / "shared" / "data" / "hazelnut_toy" / "hazelnut" / "train" / "good"
@@ -61,7 +61,7 @@ def extractors(pidinet_weights: Path | None) -> dict:
     """name -> extractor: classic-v1, classic-v2 and (with weights) PiDiNet."""
     out = {"classic-v1": ClassicEdges.v1(), "classic-v2": ClassicEdges()}
     if pidinet_weights is not None:
-        from synth.pidinet import PiDiNetEdges
+        from synth.features.pidinet import PiDiNetEdges
 
         out["pidinet"] = PiDiNetEdges(Path(pidinet_weights))
     return out

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from timing import median_seconds, sync
 
-from synth.edits import PAINTED
+from synth.edit.strategies import PAINTED
 
 RENDERED = ("remove", "replace", "merge", "jitter", "warp")
 
@@ -128,8 +128,9 @@ def fit(s: Settings, toybox: Path, out: Path) -> tuple[dict, str]:
     checkpoint the build steps use (synth.render.fitting, as `logical-synth fit-generator` calls it)."""
     from bench_generator import training_rate
 
-    from synth.render.fitting import FIT_DEFAULTS, fit_for_category
+    from synth.render.fitting import fit_for_category
     from synth.render.generator import GlobalGenerator, MultiscaleDiscriminator, config_for, init_weights
+    from synth.render.training import FIT_DEFAULTS
 
     dev = torch.device(s.device)
     config = config_for(s.gen_preset, s.size)
@@ -162,8 +163,8 @@ def fit(s: Settings, toybox: Path, out: Path) -> tuple[dict, str]:
 def _edge_maps(toybox: Path, size: int, count: int) -> np.ndarray:
     """`count` classic edge maps (float32 (count, size, size)) of toybox train images, repeated as needed."""
     from synth.datasets import open_dataset
-    from synth.edges import get_extractor
-    from synth.images import load_rgb, resize_rgb
+    from synth.datasets.images import load_rgb, resize_rgb
+    from synth.features.edges import get_extractor
 
     paths = open_dataset("toybox", toybox).train_images("tray")[:min(count, 32)]
     extractor = get_extractor("classic")
@@ -194,7 +195,8 @@ def render(s: Settings, toybox: Path, generator: Path | None) -> tuple[dict, str
     (torch.utils.flop_counter) against a big bf16 matmul's rate; bf16 vs fp32 renders."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from synth.render.generator import GeneratorRenderer, GlobalGenerator, config_for, init_weights, load_generator
+    from synth.render.generator import GeneratorRenderer, GlobalGenerator, config_for, init_weights
+    from synth.render.loader import load_generator
 
     dev = torch.device(s.device)
     if generator is not None:

@@ -1,6 +1,6 @@
 """Held-out quality INSIDE edit-sized holes, for both generator kinds on the same holes (issue 16, item 2).
 
-Holes are drawn by the edit machinery (synth.render.inpaint.validation_holes: the region of a random edit,
+Holes are drawn by the edit machinery (synth.render.holes.validation_holes: the region of a random edit,
 dilated as compose dilates it) on held-out normals: the validation split where the dataset has one
 (toybox, LOCO), else the test split's good images (MVTec), which no fit sees. Each render is pasted into
 the normal image through its hole (what an edit keeps of it) and compared with the normal image over the
@@ -8,7 +8,7 @@ hole's pixels: SSIM (window 11) and PSNR. "telea" is OpenCV's classical inpainti
 (context only, no edges), a floor that shows how much the edges and the learning add.
 
 "erased visible" checks that the edges steer the render: the hole is rendered again with its edges erased
-(a `remove` edit of the whole hole) and synth.compose.compose marks where that render differs from the
+(a `remove` edit of the whole hole) and synth.edit.compose.compose marks where that render differs from the
 normal-edge one; the column is the share of hole pixels marked (0 = the generator ignores the edges there
 and every edit there would be rejected as "empty_mask").
 
@@ -29,12 +29,12 @@ import cv2
 import numpy as np
 import torch
 
-from synth.compose import compose
 from synth.datasets import open_dataset
-from synth.edges import get_extractor
-from synth.images import load_rgb, resize_rgb, save_image
-from synth.render.generator import load_generator
-from synth.render.inpaint import hole_scores, validation_holes
+from synth.datasets.images import load_rgb, resize_rgb, save_image
+from synth.edit.compose import compose
+from synth.features.edges import get_extractor
+from synth.render.holes import hole_scores, validation_holes
+from synth.render.loader import load_generator
 from synth.sheet import contact_sheet
 
 

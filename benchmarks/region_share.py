@@ -25,7 +25,7 @@ import numpy as np
 
 from synth.datasets import open_dataset
 from synth.datasets.toybox_truth import covered, logical_edit_share, part_masks
-from synth.edges import get_extractor
+from synth.features.edges import get_extractor
 from synth.pipeline import prepare_source
 
 

@@ -24,7 +24,7 @@ step "2/6 fit the tiny edge-to-image generator on each category's normals"
 for CAT in $CATEGORIES; do
   GEN=$DATA/toybox/$CAT/generator.pt
   # a generator fitted on another edge extractor version or size cannot render today's edge maps: refit it
-  if [ -f "$GEN" ] && ! $BIN/python -c 'import sys; from synth.edges import get_extractor
+  if [ -f "$GEN" ] && ! $BIN/python -c 'import sys; from synth.features.edges import get_extractor
 from synth.render.generator import load_generator
 load_generator(sys.argv[1], edges=get_extractor("classic").identity, size=int(sys.argv[2]), device="cpu")' \
       "$GEN" $SIZE 2>/dev/null; then

@@ -2,7 +2,7 @@
 
 One build, top to bottom: `build` -> `build_category` -> synth.sources.prepare (per-source features into
 `sources.h5`, reused while its key matches) -> `make_shard` per shard, which runs synth.pipeline.synthesize
-for its samples and writes them with synth.shards.ShardWriter -> `finalize` (manifest and report).
+for its samples and writes them with synth.store.shards.ShardWriter -> `finalize` (manifest and report).
 
 Shard k holds samples [k*S, (k+1)*S) and is an independent task (`make_shard(job, k)`) that reads sources.h5
 and writes shard k atomically, so any worker, backend (loky, dask) or machine (`--shards A-B`) makes the same
@@ -15,46 +15,37 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import errno
-import json
-import os
 import shutil
 import time
-import warnings
-from collections import Counter
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from synth import __version__, defaults
-from synth.bitdepth import data_depth
-from synth.console import progress, say
+from synth.console import say
+from synth.datasets.bitdepth import data_depth
+from synth.datasets.decode import broken_link
+from synth.datasets.images import is_image_entry
 from synth.errors import CheckpointError, DatasetError, ImageError, LogicalError, ShardError
-from synth.images import broken_link, is_image_entry
-from synth.pipeline import PERLIN, SYNTHESIZERS, SynthConfig, synthesize
-from synth.render.server import RENDER_MODES, RemoteRenderer, RenderServer, use_server
-from synth.shards import (
-    GENERATOR,
-    KINDS,
-    MANIFEST,
-    SHARD_PATTERN,
-    SOURCES,
-    ShardWriter,
-    atomic_path,
-    check_space,
-    h5_writer_state,
-    sha256_file,
-    shard_name,
-    write_manifest,
+from synth.jobs import (
+    BACKENDS,
+    Job,
+    _backend,
+    _generate,
+    _out_of_disk,
+    _read_json,
+    _shard_problem,
+    _write_json,
+    finalize,
+    shard_done,
 )
-from synth.sources import BUILD_DIR, RENDER_BATCH, close_stores, content_key, open_store, prepare
+from synth.pipeline import PERLIN, SYNTHESIZERS, SynthConfig
+from synth.render.server import RENDER_MODES, RenderServer, use_server
+from synth.sources import BUILD_DIR, close_stores, content_key, prepare
+from synth.store.atomic import atomic_path, sha256_file
+from synth.store.schema import GENERATOR, KINDS, MANIFEST, SOURCES
 
-BACKENDS = ("loky", "dask")
-
-
-# ---------------------------------------------------------------- options
 
 def parse_mix(mix: str | dict | None) -> tuple[tuple[str, float], ...]:
     """`logical=0.5,structural=0.5` -> ((kind, weight), ...); weights are normalised later."""
@@ -80,16 +71,16 @@ def parse_mix(mix: str | dict | None) -> tuple[tuple[str, float], ...]:
 
 
 def strategy_kinds() -> dict[str, str]:
-    """Every edit strategy and the kind it makes (from synth.edits)."""
-    from synth.edits import KIND_OF, STRATEGIES
+    """Every edit strategy and the kind it makes (from synth.edit.strategies)."""
+    from synth.edit.strategies import KIND_OF, STRATEGIES
 
     return {s: KIND_OF[s] for s in STRATEGIES}
 
 
 def parse_strategies(strategies: str | Sequence[str] | None, kinds: dict[str, str]) -> tuple[str, ...]:
-    """Comma-separated strategy names (None: synth.edits.DEFAULT_STRATEGIES), checked against synth.edits."""
+    """Comma-separated strategy names (None: DEFAULT_STRATEGIES), checked against synth.edit.strategies."""
     if strategies is None:
-        from synth.edits import DEFAULT_STRATEGIES
+        from synth.edit.strategies import DEFAULT_STRATEGIES
 
         return tuple(s for s in DEFAULT_STRATEGIES if s in kinds)
     names = [s.strip() for s in strategies.split(",")] if isinstance(strategies, str) else list(strategies)
@@ -116,213 +107,6 @@ def parse_shards(shards: str | Sequence[int] | None, count: int) -> list[int]:
         raise LogicalError(f"--shards {shards}: this build has {count} shards, numbered 0-{count - 1}")
     return list(range(lo, hi + 1))
 
-
-def _write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")   # unique: concurrent array tasks may race
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-
-
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def _out_of_disk(exc: BaseException) -> bool:
-    return isinstance(exc, OSError) and (exc.errno == errno.ENOSPC or "No space left" in str(exc))
-
-
-# ---------------------------------------------------------------- generate shards
-
-@dataclass(frozen=True)
-class Job:
-    """Everything a shard task needs (picklable; the same on every worker and machine)."""
-
-    directory: str
-    category: str
-    seed: int
-    n: int
-    shard_size: int
-    size: int
-    synth: SynthConfig
-    generator: str | None
-    edges: str
-    device: str
-    key: str
-    concurrent: int = 1     # shard tasks writing at once (for the free-space check)
-    remote: RemoteRenderer | None = None   # the render process (--render server); None: load it in-process
-
-    @property
-    def shard_count(self) -> int:
-        return -(-self.n // self.shard_size)
-
-
-def _sidecar(directory: Path, k: int) -> Path:
-    return Path(directory) / BUILD_DIR / f"{shard_name(k)}.json"
-
-
-def make_shard(job: Job, k: int) -> dict:
-    """Make shard k (samples [k*S, min((k+1)*S, n))) from sources.h5 and write it atomically; its stats."""
-    t0 = time.perf_counter()
-    directory = Path(job.directory)
-    sources = open_store(directory / SOURCES)
-    render, quality, kind = None, None, "global"
-    if job.remote is not None:
-        render, quality, kind = job.remote.render, job.remote.quality, job.remote.kind
-    elif job.generator is not None:
-        from synth.render.generator import load_generator
-
-        renderer = load_generator(Path(job.generator), edges=job.edges, size=job.size, device=job.device)
-        render, quality, kind = renderer.render, renderer.quality, renderer.kind
-    first, count = k * job.shard_size, min(job.shard_size, job.n - k * job.shard_size)
-    names = job.synth.names
-    rejections, by_kind, by_strategy, seconds = Counter(), Counter(), Counter(), Counter()
-    path = directory / shard_name(k)
-    check_space(directory, shard_name(k), count * job.size * job.size * 4, job.concurrent)
-    with ShardWriter(path, first, count, job.size, job.size, names) as writer:
-        for start in range(first, first + count, RENDER_BATCH):
-            indices = range(start, min(start + RENDER_BATCH, first + count))
-            for rec in synthesize(sources, indices, job.seed, job.category, job.synth, render, rejections,
-                                  quality, seconds, kind):
-                t = time.perf_counter()
-                writer.append(rec.anomaly, rec.mask, rec.source, rec.kind, rec.strategy, rec.seed, rec.bbox)
-                seconds["write"] += time.perf_counter() - t
-                by_kind[KINDS[rec.kind]] += 1
-                by_strategy[names[rec.strategy]] += 1
-    stats = {"key": job.key, "shard": k, "sha256": sha256_file(path), "size": path.stat().st_size,
-             "count": count, "by_kind": dict(by_kind), "by_strategy": dict(by_strategy),
-             "rejections": dict(rejections), "seconds": {**seconds, "total": time.perf_counter() - t0}}
-    _write_json(_sidecar(directory, k), stats)
-    return stats
-
-
-def shard_done(directory: Path, k: int, key: str, checksum: bool = True) -> dict | None:
-    """The sidecar stats of shard k when the shard is complete, of this build, and its checksum verifies."""
-    return None if _shard_problem(directory, k, key, checksum) else _read_json(_sidecar(directory, k))
-
-
-def _shard_problem(directory: Path, k: int, key: str, checksum: bool = True) -> str | None:
-    """Why shard k cannot be kept ("missing", "other build", or how it changed since it was written)."""
-    stats = _read_json(_sidecar(directory, k))
-    path = Path(directory) / shard_name(k)
-    if not stats or stats.get("key") != key or not path.is_file():
-        return "missing" if not stats or not path.is_file() else "other build"
-    state = h5_writer_state(path)
-    if state:
-        return state
-    if path.stat().st_size != stats.get("size") or (checksum and sha256_file(path) != stats.get("sha256")):
-        return f"{path}: changed after the build wrote it (sha256 differs from the one recorded at write time)"
-    return None
-
-
-@contextlib.contextmanager
-def _backend(backend: str, scheduler: str | None, workers: int) -> Iterator[int]:
-    """joblib's loky pool, or its dask backend on `scheduler` (a local cluster when none is given)."""
-    import joblib
-
-    if backend == "loky":
-        with joblib.parallel_config(backend="loky", n_jobs=workers), warnings.catch_warnings():
-            # loky recycles a worker whose memory grew (the generator's weights) and warns; no job is lost
-            warnings.filterwarnings("ignore", message="A worker stopped while some jobs were given")
-            yield workers
-        return
-    try:
-        from distributed import Client, LocalCluster
-    except ImportError:
-        raise LogicalError("--backend dask needs dask[distributed] (pip install 'logical[dask]')") from None
-    if scheduler:
-        try:
-            client = Client(scheduler, timeout="20s")
-        except OSError as exc:
-            raise LogicalError(f"--scheduler {scheduler}: cannot connect ({exc})") from None
-        cluster = None
-    else:
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1")
-        client = Client(cluster)
-    try:
-        with joblib.parallel_config(backend="dask"):
-            yield -1
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
-
-
-def _generate(job: Job, todo: list[int], n_jobs: int) -> list[dict]:
-    from joblib import Parallel, delayed
-
-    tasks = (delayed(make_shard)(job, k) for k in todo)
-    runner = Parallel(n_jobs=n_jobs, return_as="generator_unordered")
-    return list(progress(runner(tasks), desc=f"{job.category}: shards", total=len(todo)))
-
-
-# ---------------------------------------------------------------- finalize: manifest and report
-
-def _ranges(ks: list[int]) -> str:
-    out, start = [], None
-    for i, k in enumerate(ks):
-        start = k if start is None else start
-        if i + 1 == len(ks) or ks[i + 1] != k + 1:
-            out.append(f"{start}" if start == k else f"{start}-{k}")
-            start = None
-    return ", ".join(out)
-
-
-def _tidy(directory: Path, count: int) -> None:
-    """Drop leftovers: shards beyond this build's count (with sidecars) and shard tmp files of killed runs."""
-    for p in directory.iterdir():
-        m = SHARD_PATTERN.match(p.name.removesuffix(".tmp"))
-        if m and (int(m.group(1)) >= count or p.name.endswith(".tmp")):
-            p.unlink(missing_ok=True)
-            if int(m.group(1)) >= count:
-                _sidecar(directory, int(m.group(1))).unlink(missing_ok=True)
-
-
-def finalize(job: Job, meta: dict, fresh: dict[int, dict] | None = None,
-             verified: dict[str, dict] | None = None) -> dict:
-    """Check every shard, then write manifest.json with counts, rejections, timings and every file's sha256.
-
-    `fresh`: stats of shards this run just made or verified (their checksums were computed as they were
-    written, or checked against those). `verified`: {name: {"sha256", "size"}} of the other files this run
-    wrote or verified (sources.h5, generator.pt). The manifest lists exactly these files with exactly these
-    checksums: it never seals a file that this run neither wrote nor verified.
-    """
-    directory, fresh = Path(job.directory), fresh or {}
-    stats, missing = [], []
-    for k in range(job.shard_count):
-        s = fresh.get(k) or shard_done(directory, k, job.key)
-        (stats.append(s) if s else missing.append(k))
-    files = {**(verified or {}), **{shard_name(s["shard"]): {"sha256": s["sha256"], "size": s["size"]}
-                                    for s in stats}}
-    if missing:
-        raise ShardError(f"{directory}: shards {_ranges(missing)} of {job.shard_count} are missing or do not "
-                         "verify; make them (e.g. `--shards A-B`), then run with --finalize")
-    _tidy(directory, job.shard_count)
-    counts = {"samples": sum(s["count"] for s in stats)}
-    for field in ("by_kind", "by_strategy", "rejections"):
-        total = Counter()
-        for s in stats:
-            total.update(s[field])
-        counts[field] = dict(sorted(total.items()))
-    cpu = Counter()
-    for s in stats:
-        cpu.update(s["seconds"])
-    report = {**meta.get("report", {}), "counts": counts,
-              "shard_cpu_seconds": {k: round(v, 3) for k, v in sorted(cpu.items())},
-              "samples_per_cpu_second": round(counts["samples"] / max(cpu["total"], 1e-9), 2)}
-    prepared = _read_json(directory / BUILD_DIR / "prepare.json") or {}
-    report["prepare_seconds"] = round(prepared.get("seconds", 0.0), 3)
-    manifest = {"dataset": meta["dataset"], "category": job.category, "licence": meta["licence"],
-                "config": meta["config"], "seed": job.seed, "n": job.n, "shard_size": job.shard_size,
-                "counts": counts, "report": report}
-    write_manifest(directory, manifest, known=files, only_known=True)
-    return manifest
-
-
-# ---------------------------------------------------------------- the whole build
 
 def _resolve_generator(generator: Path | None, directory: Path, dataset: str, root: Path | None,
                        category: str, size: int, edges: str, weights: str | None, device: str,
@@ -366,15 +150,55 @@ def _textures(anomaly_source: Path | None) -> tuple[str, ...]:
     return tuple(str(p.resolve()) for p in files)
 
 
+def _load_renderer(gen_path: Path, edges: str, size: int, device: str) -> tuple:
+    """(renderer, its manifest entry {sha256, size}); CheckpointError when the file changed while loading."""
+    from synth.render.loader import load_generator
+
+    renderer = load_generator(gen_path, edges=edges, size=size, device=device)
+    entry = {"sha256": sha256_file(gen_path), "size": gen_path.stat().st_size}
+    if not renderer.identity.endswith(entry["sha256"][:12]):
+        raise CheckpointError(f"{gen_path}: changed while the build was loading it; run it again")
+    return renderer, entry
+
+
+def _sort_shards(job: Job, todo_range: list[int], prepared) -> tuple[list[int], list[int], list[str]]:
+    """(shards kept because they verify, shards to make, why each remade one is remade), said aloud."""
+    directory = Path(job.directory)
+    problems = {k: _shard_problem(directory, k, job.key) for k in todo_range}
+    kept = [k for k in todo_range if problems[k] is None]
+    todo = [k for k in todo_range if k not in kept]
+    if kept:
+        say(f"{job.category}: keeping {len(kept)} complete shard(s) (checksums verified), making {len(todo)}")
+    changed = [problems[k] for k in todo if problems[k] not in ("missing", "other build")]
+    if prepared.remade:
+        changed.insert(0, f"{prepared.path}: {prepared.remade}")
+    for why in changed:
+        say(f"{job.category}: remaking {why}")
+    return kept, todo, changed
+
+
+def _make_shards(job: Job, todo: list[int], n_jobs: int, server: bool, workers: int) -> dict[int, dict]:
+    """Make shards `todo` (rendering in one server process when `server`); {shard: its sidecar}."""
+    try:
+        with (RenderServer(Path(job.generator), job.edges, job.size, job.device) if server
+              else contextlib.nullcontext()) as remote:
+            if remote is not None:
+                say(f"{job.category}: rendering in one process on {job.device} for all {workers} worker(s)")
+                job = dataclasses.replace(job, remote=remote)
+            return {s["shard"]: s for s in _generate(job, todo, n_jobs)} if todo else {}
+    finally:
+        close_stores()
+
+
 def build_category(reader, category: str, *, n: int, size: int, out: Path, seed: int, shard_size: int,
                    workers: int, generator: Path | None, edges: str, pidinet_weights: Path | None,
                    strategies, mix, synthesizer: str, shards, finalize_now: bool, backend: str,
                    scheduler: str | None, skip_bad: bool, device: str, anomaly_source: Path | None,
                    render: str = "auto", regions: Path | None = None) -> dict:
     """Prepare, generate and (when complete) finalize one category; its report. `regions`: a folder of part
-    label images (synth.part_labels) used instead of the classical semantic regions."""
-    from synth.edges import get_extractor
-    from synth.part_labels import label_files
+    label images (synth.datasets.part_labels) used instead of the classical semantic regions."""
+    from synth.datasets.part_labels import label_files
+    from synth.features.edges import get_extractor
 
     times = {}
     directory = (Path(out) / reader.name / category).resolve()
@@ -395,12 +219,7 @@ def build_category(reader, category: str, *, n: int, size: int, out: Path, seed:
         gen_path = _resolve_generator(generator, directory, reader.name, reader.root, category, size, edges,
                                       weights, device, depth.bits)
         times["fit_generator"] = time.perf_counter() - t
-        from synth.render.generator import load_generator
-
-        renderer = load_generator(gen_path, edges=extractor.identity, size=size, device=device)
-        verified[GENERATOR] = {"sha256": sha256_file(gen_path), "size": gen_path.stat().st_size}
-        if not renderer.identity.endswith(verified[GENERATOR]["sha256"][:12]):
-            raise CheckpointError(f"{gen_path}: changed while the build was loading it; run it again")
+        renderer, verified[GENERATOR] = _load_renderer(gen_path, extractor.identity, size, device)
     if depth.bits is not None:
         say(f"{category}: images are {depth.describe()}")
     attrs = {"size": size, "dataset": reader.name, "category": category, "edges": extractor.identity,
@@ -430,26 +249,9 @@ def build_category(reader, category: str, *, n: int, size: int, out: Path, seed:
         if old is not None and old.get("report", {}).get("key") != key:
             (directory / MANIFEST).unlink(missing_ok=True)    # it describes another build
         t = time.perf_counter()
-        problems = {k: _shard_problem(directory, k, key) for k in todo_range}
-        kept = [k for k in todo_range if problems[k] is None]
-        todo = [k for k in todo_range if k not in kept]
-        if kept:
-            say(f"{category}: keeping {len(kept)} complete shard(s) (checksums verified), making {len(todo)}")
-        changed = [problems[k] for k in todo if problems[k] not in ("missing", "other build")]
-        if prepared.remade:
-            changed.insert(0, f"{prepared.path}: {prepared.remade}")
-        for why in changed:
-            say(f"{category}: remaking {why}")
+        kept, todo, changed = _sort_shards(job, todo_range, prepared)
         server = bool(todo) and gen_path is not None and use_server(render, device, backend)
-        try:
-            with (RenderServer(gen_path, extractor.identity, size, device) if server
-                  else contextlib.nullcontext()) as remote:
-                if remote is not None:
-                    say(f"{category}: rendering in one process on {device} for all {workers} worker(s)")
-                    job = dataclasses.replace(job, remote=remote)
-                fresh = {s["shard"]: s for s in _generate(job, todo, n_jobs)} if todo else {}
-        finally:
-            close_stores()
+        fresh = _make_shards(job, todo, n_jobs, server, workers)
         times["generate"] = time.perf_counter() - t
     made = sum(s["count"] for s in fresh.values())
     report = {"dataset": reader.name, "category": category, "out": str(directory), "key": key,

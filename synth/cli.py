@@ -73,7 +73,7 @@ def fit_generator_command(dataset: str, root: str | None, category: str, preset:
     click.echo(str(written))
 
 
-# --- pack, verify, inspect, export: sharing generated datasets (synth.archive, synth.inspect, synth.export) ---
+# --- pack, verify, inspect, export: sharing generated datasets (synth.store: archive, inspect, export) ---
 
 
 @cli.command("pack")
@@ -85,7 +85,7 @@ def pack_command(dataset_dir: str, out: str | None, with_generator: bool) -> Non
     """Pack a generated dataset into a plain tar (manifest.json first, DATASET.md, sources, shards)."""
     from pathlib import Path
 
-    from synth.archive import pack_dataset
+    from synth.store.archive import pack_dataset
 
     written = pack_dataset(Path(dataset_dir), Path(out) if out else None, with_generator)
     click.echo(f"wrote {written} ({written.stat().st_size / 1e6:.1f} MB)")
@@ -97,7 +97,7 @@ def verify_command(path: str) -> None:
     """Check a generated dataset (directory or .tar): every file, size, sha256, schema and sample count."""
     from pathlib import Path
 
-    from synth.archive import verify_path
+    from synth.store.archive import verify_path
 
     result = verify_path(Path(path))
     if result.problems:
@@ -119,7 +119,7 @@ def inspect_command(path: str, as_json: bool, sheet: str | None, n: int) -> None
     from pathlib import Path
 
     from synth.console import say
-    from synth.inspect import format_summary, inspect_path, write_sheet
+    from synth.store.inspect import format_summary, inspect_path, write_sheet
 
     summary = inspect_path(Path(path))
     click.echo(json.dumps(summary, indent=2) if as_json else format_summary(summary))
@@ -137,7 +137,7 @@ def export_command(path: str, fmt: str, out: str) -> None:
     """Export a generated dataset (directory or .tar) as PNG folders for anomalib's MVTec/Folder loaders."""
     from pathlib import Path
 
-    from synth.export import export_mvtec
+    from synth.store.export import export_mvtec
 
     click.echo(str(export_mvtec(Path(path), Path(out))))
 
@@ -266,7 +266,7 @@ def show_command(dataset: str, root: str | None, category: str | None, n: int, o
     from pathlib import Path
 
     from synth.console import say
-    from synth.edits import STRATEGIES
+    from synth.edit.strategies import STRATEGIES
     from synth.preview import run_show
 
     names = [s.strip() for s in strategies.split(",") if s.strip()]

@@ -3,7 +3,7 @@
 `benchmarks/compare_synthesizers.py --record benchmarks/results/defaults.json` compares synthesizers,
 generator kinds and edge extractors on the same work (toybox and hazelnut_toy, several seeds) and records the
 best; these constants follow that record, and tests/test_defaults.py fails when they drift apart. The kind
-mix and the strategies the comparison ran with are the ones below (`MIX`; synth.edits.DEFAULT_STRATEGIES).
+mix and the strategies the comparison ran with are the ones below (`MIX`; synth.edit.strategies.DEFAULT_STRATEGIES).
 """
 
 from __future__ import annotations

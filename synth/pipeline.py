@@ -10,7 +10,6 @@ sample falls back to the Perlin baseline (recorded as strategy "perlin", rejecti
 from __future__ import annotations
 
 import time
-import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -19,12 +18,12 @@ from typing import Protocol
 
 import numpy as np
 
+from synth.datasets.images import load_rgb, resize_rgb
+from synth.edit.perlin import perlin_anomaly
 from synth.errors import LogicalError
-from synth.images import load_rgb, resize_rgb
-from synth.jnd import jnd_map
-from synth.perlin import perlin_anomaly
+from synth.features.regions import jnd_and_foreground
 from synth.rng import derive_seed, sample_rng
-from synth.shards import KINDS
+from synth.store.schema import KINDS
 
 SYNTHESIZERS = ("logical", "perlin", "both")
 PERLIN = "perlin"
@@ -55,36 +54,26 @@ def quantise_edge(edge: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(np.asarray(edge, np.float32) * 255.0), 0, 255).astype(np.uint8)
 
 
-def jnd_and_foreground(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(JND map float32 (H, W) in grey levels, foreground bool (H, W)) of an RGB uint8 image (method.md
-    steps 2-3): every normal image's first two maps, for build and for the inpainting generator's holes."""
-    from synth.regions import foreground_mask
-
-    jnd = jnd_map(image).astype(np.float32)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")          # a whole-image foreground is legitimate (textures)
-        foreground = np.asarray(foreground_mask(image, jnd), bool)
-    return jnd, foreground
 
 
 def prepare_source(path: Path, size: int, extractor, renderer=None, bits: int | None = None,
                    labels: Path | None = None) -> SourceFeatures:
     """Load and resize one normal image and compute its JND map, edges, foreground and candidate regions.
 
-    `bits`: the data depth of the category's 16-bit files (synth.bitdepth.data_depth; None: the file's own).
+    `bits`: the data depth of the category's 16-bit files (synth.datasets.bitdepth.data_depth; None: the file's own).
 
     The render G(E_j) is made here only when `renderer` is given (build batches it over all sources instead).
-    `labels`: a part label image (synth.part_labels) used as the regions instead of the classical ones; its
+    `labels`: a part label image (synth.datasets.part_labels) used as the regions instead of the classical ones; its
     parts join the foreground.
     """
-    from synth.regions import semantic_regions
+    from synth.features.regions import semantic_regions
 
     photo = load_rgb(path, bits)
     image = resize_rgb(photo, size)
     jnd, foreground = jnd_and_foreground(image)
     edge = quantise_edge(extractor(image)).astype(np.float32) / 255.0
     if labels is not None:
-        from synth.part_labels import read_part_labels
+        from synth.datasets.part_labels import read_part_labels
 
         regions = read_part_labels(labels, photo.shape[:2], (image.shape[1], image.shape[0]))
         foreground = foreground | (regions > 0)
@@ -124,7 +113,7 @@ class Plan:
     strategy: str
     source: int
     rng: np.random.Generator       # the attempt's stream, continued by finish_sample
-    edit: object | None = None     # synth.edits.Edit for the logical synthesizer
+    edit: object | None = None     # synth.edit.edits.Edit for the logical synthesizer
     reason: str | None = None      # set when planning already failed (no valid region)
 
 
@@ -172,7 +161,7 @@ def plan_sample(sources: Sources, index: int, seed: int, category: str, config: 
     plan = Plan(index, sub, derive_seed(seed, category, index, sub), synthesizer, kind, strategy, source, rng)
     if synthesizer == PERLIN:
         return plan
-    from synth.edits import plan_edit
+    from synth.edit.strategies import plan_edit
 
     other = (source + 1 + int(rng.integers(n - 1))) % n
     src = sources[source]
@@ -185,7 +174,7 @@ def plan_sample(sources: Sources, index: int, seed: int, category: str, config: 
 
 def needs_render(plan: Plan) -> bool:
     """Whether the plan needs a generator call (painted edits change the normal pixels instead)."""
-    from synth.edits import PAINTED
+    from synth.edit.strategies import PAINTED
 
     return plan.synthesizer != PERLIN and plan.reason is None and plan.strategy not in PAINTED
 
@@ -215,9 +204,9 @@ def finish_sample(plan: Plan, render_a: np.ndarray | None, source: SourceFeature
         texture = _texture(config or SynthConfig(), plan.rng, source.image.shape[:2])
         anomaly, mask, params = perlin_anomaly(source.image, plan.rng, source.foreground, texture)
         return Composed(anomaly, mask, "empty_mask" if params["empty"] else None, params)
-    from synth.compose import collapsed, compose, edit_hole
-    from synth.damage import DAMAGE, paint_damage
-    from synth.edits import apply_colour
+    from synth.edit.compose import collapsed, compose, edit_hole
+    from synth.edit.damage import DAMAGE, paint_damage
+    from synth.edit.edits import apply_colour
 
     edit = plan.edit
     if edit.strategy in DAMAGE:              # cracks, scratches, chips: painted on the normal pixels
@@ -269,7 +258,7 @@ def make_samples(sources: Sources, indices: Sequence[int], seed: int, category: 
     """The accepted attempt (plan and composed sample) at each of `indices`, in order. Each round plans every
     pending sample, renders the logical ones in one batch, composes, and sends rejections to the next round
     with the next sub-seed. `rejections` counts reasons; `seconds` (optional) accumulates time per stage
-    (plan, render, compose). `kind` is the renderer's (synth.compose.Renderer): for "inpaint", R_A and R_N
+    (plan, render, compose). `kind` is the renderer's (synth.edit.compose.Renderer): for "inpaint", R_A and R_N
     of each sample are rendered on its own hole, all in the same call."""
     seconds = Counter() if seconds is None else seconds
     pending = {i: 0 for i in indices}
@@ -317,8 +306,8 @@ def make_samples(sources: Sources, indices: Sequence[int], seed: int, category: 
 def _render_holes(render: Callable[..., np.ndarray], plans: list[Plan], sources: Sources, edges: np.ndarray,
                   normals: np.ndarray) -> np.ndarray:
     """The inpainting kind's renders: R_A of every plan (edited edges), then R_N (the source's edges), each
-    on its plan's hole (synth.compose.edit_hole), in one call."""
-    from synth.compose import edit_hole
+    on its plan's hole (synth.edit.compose.edit_hole), in one call."""
+    from synth.edit.compose import edit_hole
 
     holes = np.stack([edit_hole(p.edit.region) for p in plans])
     originals = np.stack([sources[p.source].edge for p in plans]).astype(np.float32)

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from synth.datasets.toybox_truth import carrier_mask, is_part_edit, part_masks
+from synth.edit.strategies import LOGICAL_STRATEGIES
 from synth.pipeline import (
     PERLIN,
     Composed,
@@ -24,9 +26,11 @@ from synth.pipeline import (
     Sources,
     SynthConfig,
     make_samples,
+    plan_sample,
     prepare_source,
 )
 from synth.render.standin import StandInRenderer
+from synth.rng import sample_rng
 from synth.sheet import contact_sheet
 
 COLUMNS = ["normal edge", "anomaly edge", "target mask", "anomaly", "normal"]
@@ -37,7 +41,7 @@ class LazySources:
     """The normal images `paths` as pipeline `Sources` (build's indexing), each prepared on first use."""
 
     def __init__(self, paths: list[Path], size: int, extractor, renderer, labels: list[Path] | None = None) -> None:
-        from synth.bitdepth import data_depth
+        from synth.datasets.bitdepth import data_depth
 
         self.paths, self.size, self.extractor, self.renderer = list(paths), size, extractor, renderer
         self.bits = data_depth(self.paths).bits     # the category's one scale, as build uses
@@ -57,7 +61,7 @@ class LazySources:
 
 def strategy_config(strategy: str) -> SynthConfig:
     """The SynthConfig of a build given `--strategies <strategy>` (default mix, no textures)."""
-    from synth.edits import KIND_OF, STRATEGIES
+    from synth.edit.strategies import KIND_OF, STRATEGIES
 
     return SynthConfig(strategies=(strategy,), strategy_kinds=tuple((s, KIND_OF[s]) for s in STRATEGIES))
 
@@ -101,7 +105,7 @@ def pick_renderer(dataset: str, category: str, generator: Path | None, edges: st
     if generator is None and not path.is_file():
         return StandInRenderer(), True
     try:
-        from synth.render.generator import load_generator
+        from synth.render.loader import load_generator
     except ImportError:  # the generator module is not installed in this checkout
         return StandInRenderer(), True
     return load_generator(path, edges=edges, size=size), False
@@ -113,9 +117,9 @@ def run_show(dataset: str, root: Path | None, category: str | None, n: int, out:
     """Write the preview sheet of `n` samples; returns (path, used the stand-in renderer, row notes
     (index, strategy, kind, tries)). `regions`: part label images instead of the classical regions."""
     from synth.datasets import open_dataset
-    from synth.edges import get_extractor
+    from synth.datasets.images import save_image
     from synth.errors import DatasetError
-    from synth.images import save_image
+    from synth.features.edges import get_extractor
 
     reader = open_dataset(dataset, root)
     cats = reader.categories()
@@ -126,7 +130,7 @@ def run_show(dataset: str, root: Path | None, category: str | None, n: int, out:
     if len(paths) < 2:
         raise DatasetError(f"{reader.root}: category {category!r} has {len(paths)} normal training image(s); "
                            "at least 2 are needed (another image's edges are part of every edit)")
-    from synth.part_labels import label_files
+    from synth.datasets.part_labels import label_files
 
     labels = label_files(regions, paths, category) if regions is not None else None
     extractor = get_extractor(edges, pidinet_weights)
@@ -139,3 +143,38 @@ def run_show(dataset: str, root: Path | None, category: str | None, n: int, out:
     rows, labels = zip(*(sheet_row(sources, plan, composed) for plan, composed in samples), strict=True)
     save_image(out, contact_sheet(list(rows), list(labels), COLUMNS, banner=banner))
     return out, standin, [(p.index, p.strategy, p.kind, p.sub + 1) for p, _ in samples]
+
+
+def other_source(seed: int, category: str, index: int, sub: int, n: int) -> int:
+    """The source plan_sample took E_i from (its draws, in its order, from the attempt's stream)."""
+    rng = sample_rng(seed, category, index, sub + 1)
+    source = int(rng.integers(n))
+    return (source + 1 + int(rng.integers(n - 1))) % n
+
+
+def logical_edit_share(sources, index_of: list[int], n: int, size: int, seed: int, cover: float = 0.5,
+                       category: str = "tray") -> dict[str, dict]:
+    """{strategy: {"planned", "no_region", "on_part", "share"}}: the edits `build --strategies S` plans for
+    samples 0..n-1 (plan_sample, same seeds) on `sources` (toybox `train` images `index_of[i]` prepared at
+    `size`), judged by `is_part_edit`."""
+    truth = {k: (part_masks(category, "train", k, size=size), carrier_mask(category, "train", k, size=size))
+             for k in set(index_of)}
+    out = {}
+    for strategy in LOGICAL_STRATEGIES:
+        config = strategy_config(strategy)
+        planned = good = missing = 0
+        for i in range(n):
+            plan = plan_sample(sources, i, seed, category, config)
+            if plan.edit is None:
+                missing += 1
+                continue
+            planned += 1
+            parts, carrier = truth[index_of[plan.source]]
+            other = other_source(seed, category, i, plan.sub, len(sources))
+            label = plan.edit.params.get("other_label")
+            content = None if label is None else sources[other].regions == label
+            good += is_part_edit(strategy, plan.edit.region, parts, carrier, content, truth[index_of[other]][0],
+                                 size, cover)
+        out[strategy] = {"planned": planned, "no_region": missing, "on_part": good,
+                         "share": good / max(planned, 1)}
+    return out

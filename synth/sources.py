@@ -23,7 +23,9 @@ import numpy as np
 from synth.console import progress, say
 from synth.errors import DatasetError, ImageError
 from synth.pipeline import SourceFeatures, prepare_source, quantise_edge
-from synth.shards import JND_SCALE, SOURCES, check_space, h5_writer_state, sha256_file, write_sources
+from synth.store.atomic import check_space, h5_writer_state, sha256_file
+from synth.store.schema import JND_SCALE, SOURCES
+from synth.store.shards import write_sources
 
 BUILD_DIR = ".build"       # a build's sidecars: checksums recorded at write time, per-shard stats, timings
 
@@ -55,7 +57,7 @@ _EXTRACTORS: dict = {}
 
 def _extractor(name: str, weights: str | None):
     """One edge extractor per process (PiDiNet loads its weights once)."""
-    from synth.edges import get_extractor
+    from synth.features.edges import get_extractor
 
     key = (name, weights)
     if key not in _EXTRACTORS:
@@ -126,10 +128,10 @@ def _reusable(target: Path, key: str) -> tuple[Prepared | None, str | None]:
 def prepare(paths: list[Path], root: Path, directory: Path, size: int, edges: str, weights: str | None,
             renderer, attrs: dict, workers: int, skip_bad: bool, labels: list[Path] | None = None) -> Prepared:
     """Make (or reuse) `<directory>/sources.h5` from the normal images `paths` (named relative to `root`);
-    `labels` (one part label image per path, synth.part_labels) replace the classical regions."""
+    `labels` (one part label image per path, synth.datasets.part_labels) replace the classical regions."""
     from joblib import Parallel, delayed
 
-    from synth.part_labels import labels_key
+    from synth.datasets.part_labels import labels_key
 
     target = directory / SOURCES
     key = content_key({**attrs, "renderer": getattr(renderer, "identity", "none"),

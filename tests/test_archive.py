@@ -13,13 +13,13 @@ import pytest
 from click.testing import CliRunner
 from test_shards import STRATEGIES, assert_matches, make_random_dataset
 
-from synth.archive import CARD, open_dataset_path, pack_dataset, verify_path
 from synth.cli import cli
+from synth.datasets.images import load_mask, load_rgb
 from synth.errors import ArchiveError, ShardError
-from synth.export import export_mvtec
-from synth.images import load_mask, load_rgb
-from synth.inspect import inspect_path
-from synth.shards import GeneratedDataset
+from synth.store.archive import CARD, open_dataset_path, pack_dataset, verify_path
+from synth.store.export import export_mvtec
+from synth.store.inspect import inspect_path
+from synth.store.reader import GeneratedDataset
 
 PREFIX = "toybox-tray"
 

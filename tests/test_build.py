@@ -18,7 +18,8 @@ from click.testing import CliRunner
 from synth.build import build
 from synth.cli import cli
 from synth.errors import DatasetError, ImageError
-from synth.shards import GeneratedDataset, read_manifest, shard_complete, verify_dataset
+from synth.store.manifest import read_manifest, shard_complete, verify_dataset
+from synth.store.reader import GeneratedDataset
 
 REPO = Path(__file__).resolve().parents[1]
 CATEGORY = "tray"
@@ -90,7 +91,7 @@ def test_inpaint_generator_same_bytes_for_any_worker_count_and_render_mode(toybo
     """The inpainting kind renders R_N per sample (nothing cached in sources.h5) and stays byte-identical."""
     import torch
 
-    from synth.compose import feather_support
+    from synth.edit.compose import feather_support
     from synth.render.fitting import fit_for_category
 
     torch.set_num_threads(1)

@@ -5,13 +5,15 @@ import warnings
 import numpy as np
 import pytest
 
-from synth.compose import collapsed, compose, default_sizes, feather_support, flatten
-from synth.damage import DAMAGE, paint_damage
-from synth.edges import get_extractor
-from synth.edits import STRATEGIES, apply_colour, dilate, plan_edit
-from synth.images import list_images, load_rgb, resize_rgb
-from synth.jnd import jnd_map
-from synth.regions import foreground_mask, semantic_regions
+from synth.datasets.images import list_images, load_rgb, resize_rgb
+from synth.edit.compose import collapsed, compose, default_sizes, feather_support, flatten
+from synth.edit.damage import DAMAGE, paint_damage
+from synth.edit.edits import apply_colour
+from synth.edit.geometry import dilate
+from synth.edit.strategies import STRATEGIES, plan_edit
+from synth.features.edges import get_extractor
+from synth.features.jnd import jnd_map
+from synth.features.regions import foreground_mask, semantic_regions
 from synth.render.standin import StandInRenderer
 
 
@@ -48,7 +50,7 @@ def test_every_changed_pixel_is_labelled_or_in_the_feather(nut, strategy):
         edit = plan_edit(strategy, src["edge"], src["fg"], src["regions"], other["edge"],
                          np.random.default_rng(seed), other_regions=other["regions"])
         assert edit is not None
-        if strategy in DAMAGE:  # painted on the normal pixels (synth.damage), as the pipeline does
+        if strategy in DAMAGE:  # painted on the normal pixels (synth.edit.damage), as the pipeline does
             result = paint_damage(src["rgb"], edit)
         else:
             if strategy == "colour":

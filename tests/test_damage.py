@@ -8,14 +8,16 @@ import cv2
 import numpy as np
 import pytest
 
-from synth.compose import default_sizes, feather_support
-from synth.damage import DAMAGE, paint_damage
-from synth.edges import get_extractor
-from synth.edits import Edit, bbox_of, dilate, plan_edit
-from synth.images import list_images, load_rgb, resize_rgb
-from synth.jnd import jnd_map, luminance
+from synth.datasets.images import list_images, load_rgb, resize_rgb
+from synth.edit.compose import default_sizes, feather_support
+from synth.edit.damage import DAMAGE, paint_damage
+from synth.edit.edits import Edit
+from synth.edit.geometry import bbox_of, dilate
+from synth.edit.strategies import plan_edit
+from synth.features.edges import get_extractor
+from synth.features.jnd import jnd_map, luminance
+from synth.features.regions import foreground_mask, semantic_regions
 from synth.pipeline import SourceFeatures, SynthConfig, make_samples, needs_render, plan_sample
-from synth.regions import foreground_mask, semantic_regions
 
 SIZE = 128
 

@@ -10,8 +10,8 @@ from click.testing import CliRunner
 
 from synth.cli import cli
 from synth.datasets import DATASETS, image_shape, open_dataset
+from synth.datasets.images import load_rgb
 from synth.errors import DatasetError, ImageError
-from synth.images import load_rgb
 
 H, W = 24, 32
 

@@ -6,9 +6,9 @@ import cv2
 import numpy as np
 import pytest
 
-from synth.edges import ClassicEdges, EdgeExtractor, get_extractor
+from synth.datasets.images import list_images, load_rgb, resize_rgb
 from synth.errors import CheckpointError
-from synth.images import list_images, load_rgb, resize_rgb
+from synth.features.edges import ClassicEdges, EdgeExtractor, get_extractor
 
 
 def near(mask: np.ndarray, radius: int) -> np.ndarray:
@@ -103,7 +103,7 @@ def test_get_extractor_errors_name_the_option_or_file(tmp_path):
 
 def test_v2_keeps_the_toybox_walls_that_v1_drops():
     """Recall of the drawn tray walls and part outlines (within 2 px) at the demo size, against the drawing."""
-    from synth.datasets.toybox import render, scene_for
+    from synth.datasets.toybox_tray import render, scene_for
     from synth.datasets.toybox_truth import structure_lines, tray_mask
 
     v1, v2 = ClassicEdges.v1(), get_extractor("classic")

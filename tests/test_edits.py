@@ -6,12 +6,14 @@ import warnings
 import numpy as np
 import pytest
 
-from synth.damage import DAMAGE
-from synth.edges import get_extractor
-from synth.edits import KIND_OF, STRATEGIES, apply_colour, bbox_of, dilate, plan_edit
-from synth.images import list_images, load_rgb, resize_rgb
-from synth.jnd import jnd_map
-from synth.regions import ScaleRule, foreground_mask, semantic_regions
+from synth.datasets.images import list_images, load_rgb, resize_rgb
+from synth.edit.damage import DAMAGE
+from synth.edit.edits import apply_colour
+from synth.edit.geometry import bbox_of, dilate
+from synth.edit.strategies import KIND_OF, STRATEGIES, plan_edit
+from synth.features.edges import get_extractor
+from synth.features.jnd import jnd_map
+from synth.features.regions import ScaleRule, foreground_mask, semantic_regions
 
 PAD = 3  # plan_edit's region padding at 256 px
 

@@ -9,8 +9,8 @@ import torch
 from click.testing import CliRunner
 
 from synth.datasets import open_dataset
+from synth.datasets.images import load_mask, load_rgb
 from synth.errors import ImageError
-from synth.images import load_mask, load_rgb
 from train import metrics
 from train.cli import cli
 from train.evaluate import evaluate, infer, markdown_table, pool_kernel, upsample_map

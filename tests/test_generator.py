@@ -9,18 +9,9 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from synth.datasets.images import list_images, load_rgb, resize_rgb
 from synth.errors import CheckpointError
-from synth.images import list_images, load_rgb, resize_rgb
-from synth.render.fitting import (
-    Augment,
-    _batch,
-    augment,
-    fit_generator,
-    read_train_state,
-    samples_path,
-    train_state_path,
-    train_step,
-)
+from synth.render.fitting import fit_generator, read_train_state, samples_path, train_state_path
 from synth.render.generator import (
     FORMAT,
     VERSION,
@@ -29,10 +20,11 @@ from synth.render.generator import (
     GlobalGenerator,
     MultiscaleDiscriminator,
     init_weights,
-    load_generator,
     read_checkpoint,
     save_checkpoint,
 )
+from synth.render.loader import load_generator
+from synth.render.training import Augment, _batch, augment, train_step
 
 TINY = GeneratorConfig(ngf=8, n_down=1, n_blocks=1, size=32, ndf=8, n_layers_d=2, num_d=2)
 
@@ -47,7 +39,7 @@ def _one_thread():
 
 @pytest.fixture(scope="module")
 def pairs(hazelnut_root: Path) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Eight real hazelnut photos at 32 px with Canny edges (test-only stand-in for synth.edges)."""
+    """Eight real hazelnut photos at 32 px with Canny edges (test-only stand-in for synth.features.edges)."""
     paths = list_images(hazelnut_root / "hazelnut" / "train" / "good")[:8]
     images = [resize_rgb(load_rgb(p), 32) for p in paths]
     edges = [cv2.Canny(cv2.cvtColor(im, cv2.COLOR_RGB2GRAY), 50, 150).astype(np.float32) / 255

@@ -11,31 +11,26 @@ import torch
 from click.testing import CliRunner
 
 from synth.cli import cli
-from synth.compose import collapsed, edit_hole, feather_support
 from synth.datasets import open_dataset
-from synth.edges import get_extractor
-from synth.edits import KIND_OF, STRATEGIES
-from synth.images import load_rgb, resize_rgb
+from synth.datasets.images import load_rgb, resize_rgb
+from synth.edit.compose import collapsed, edit_hole, feather_support
+from synth.edit.strategies import KIND_OF, STRATEGIES
+from synth.features.edges import get_extractor
+from synth.features.regions import arbitrary_region
 from synth.pipeline import SynthConfig, make_samples, prepare_source
-from synth.regions import arbitrary_region
-from synth.render.fitting import Augment, samples_path
+from synth.render.fitting import samples_path
 from synth.render.generator import (
     GeneratorConfig,
     GeneratorRenderer,
     GlobalGenerator,
     init_weights,
-    load_generator,
     read_checkpoint,
     save_checkpoint,
 )
-from synth.render.inpaint import (
-    InpaintRenderer,
-    draw_hole,
-    hole_source,
-    inpaint_config,
-    jitter_inside,
-    training_sample,
-)
+from synth.render.holes import draw_hole, hole_source, jitter_inside, training_sample
+from synth.render.inpaint import InpaintRenderer, inpaint_config
+from synth.render.loader import load_generator
+from synth.render.training import Augment
 
 TINY = GeneratorConfig(ngf=8, n_down=1, n_blocks=1, size=32, ndf=8, n_layers_d=2, num_d=2)
 CATEGORY = "tray"

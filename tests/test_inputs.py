@@ -14,13 +14,13 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from synth.bitdepth import data_depth, significant_bits
 from synth.build import build, format_report
 from synth.cli import cli
 from synth.datasets import image_shape, open_dataset
+from synth.datasets.bitdepth import data_depth, significant_bits
+from synth.datasets.images import load_mask, load_rgb, read_defect_mask
 from synth.datasets.scan import scan_dataset
 from synth.errors import DatasetError, ImageError
-from synth.images import load_mask, load_rgb, read_defect_mask
 from train.evaluate import evaluate
 from train.predict import predict
 

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from synth.images import list_images, load_rgb, resize_rgb
-from synth.jnd import edge_protection, jnd_map, luminance_adaptation
+from synth.datasets.images import list_images, load_rgb, resize_rgb
+from synth.features.jnd import edge_protection, jnd_map, luminance_adaptation
 
 
 def grey(value: float, shape: tuple[int, int] = (48, 64)) -> np.ndarray:

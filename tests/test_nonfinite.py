@@ -10,8 +10,8 @@ import torch
 from click.testing import CliRunner
 from test_train import one_thread  # noqa: F401  (autouse: one torch thread)
 
+from synth.datasets.images import save_image
 from synth.errors import CheckpointError, LogicalError
-from synth.images import save_image
 from train.cli import cli
 from train.model import LocalizationNet, ModelConfig, read_checkpoint, save_checkpoint
 
@@ -75,7 +75,8 @@ def test_predict_writes_no_scores_when_the_maps_overflow(tmp_path, photos):
 
 
 def test_generator_with_nan_weights_is_refused_naming_the_file(tmp_path):
-    from synth.render.generator import FORMAT, PRESETS, VERSION, GlobalGenerator, load_generator
+    from synth.render.generator import FORMAT, PRESETS, VERSION, GlobalGenerator
+    from synth.render.loader import load_generator
 
     config = PRESETS["tiny"]
     state = GlobalGenerator(config).state_dict()

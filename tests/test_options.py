@@ -49,8 +49,8 @@ def test_train_cli_refuses_base_at_32_px_with_batch_1_before_any_work(tmp_path):
 
 
 def test_generator_sizes_refused_with_the_smallest_that_works():
-    from synth.render.fitting import train_step as fit_step
     from synth.render.generator import GlobalGenerator, MultiscaleDiscriminator, config_for
+    from synth.render.training import train_step as fit_step
 
     with pytest.raises(LogicalError, match="smallest size that works is 16"):
         config_for("base", 8)

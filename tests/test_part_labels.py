@@ -12,10 +12,11 @@ from synth.build import build
 from synth.cli import cli
 from synth.datasets import open_dataset
 from synth.datasets import toybox_draw as draw
-from synth.datasets.toybox import drawing, scene_for
-from synth.edits import dilate
+from synth.datasets.part_labels import read_part_labels
+from synth.datasets.toybox_scene import drawing
+from synth.datasets.toybox_tray import scene_for
+from synth.edit.geometry import dilate
 from synth.errors import DatasetError
-from synth.part_labels import read_part_labels
 from synth.pipeline import plan_sample
 from synth.preview import strategy_config
 from synth.sources import close_stores, open_store

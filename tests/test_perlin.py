@@ -5,8 +5,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from synth.images import list_images, load_rgb, resize_rgb
-from synth.perlin import AUGMENTERS, augment_texture, noise_mask, perlin_anomaly, rand_perlin_2d
+from synth.datasets.images import list_images, load_rgb, resize_rgb
+from synth.edit.perlin import AUGMENTERS, augment_texture, noise_mask, perlin_anomaly, rand_perlin_2d
 
 
 @pytest.fixture(scope="module")

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from synth.edges import ClassicEdges, get_extractor
+from synth.datasets.images import list_images, load_rgb, resize_rgb
 from synth.errors import CheckpointError
-from synth.images import list_images, load_rgb, resize_rgb
-from synth.pidinet import PARAMETER_COUNT, PiDiNet, PiDiNetEdges, fold_weight, load_pidinet
+from synth.features.edges import ClassicEdges, get_extractor
+from synth.features.pidinet import PARAMETER_COUNT, PiDiNet, PiDiNetEdges, fold_weight, load_pidinet
 
 torch.set_num_threads(1)
 

@@ -6,10 +6,10 @@ import cv2
 import numpy as np
 import pytest
 
-from synth.edges import get_extractor
-from synth.images import list_images, load_rgb, resize_rgb
-from synth.jnd import jnd_map
-from synth.regions import (
+from synth.datasets.images import list_images, load_rgb, resize_rgb
+from synth.features.edges import get_extractor
+from synth.features.jnd import jnd_map
+from synth.features.regions import (
     ForegroundWarning,
     ScaleRule,
     arbitrary_region,
@@ -45,12 +45,12 @@ def test_foreground_is_the_nut_not_the_paper(hazelnut_root):
 
 
 def _toybox_truth(index: int):
-    from synth.datasets import toybox, toybox_draw
+    from synth.datasets import toybox_draw, toybox_scene, toybox_tray
 
-    scene = toybox.scene_for(0, "train", index)
+    scene = toybox_tray.scene_for(0, "train", index)
     hx, hy = scene.half
     tray = toybox_draw.fill(scene.tray.apply(toybox_draw._rounded_rect(-hx, -hy, hx, hy, 10))) > 0
-    parts = [toybox_draw.footprint(toybox.drawing(scene, p)) for p in scene.parts]
+    parts = [toybox_draw.footprint(toybox_scene.drawing(scene, p)) for p in scene.parts]
     return tray, parts
 
 
@@ -115,8 +115,8 @@ def test_logical_edits_on_the_toybox_change_parts(toybox_root):
     """Share of the logical edits build plans whose region lies on a drawn part (merge: a part landing on the
     tray), against the drawing's own part masks (benchmarks/region_share.py; 0.94-1.0 there on 30 sources)."""
     from synth.datasets import open_dataset
-    from synth.datasets.toybox_truth import logical_edit_share
     from synth.pipeline import prepare_source
+    from synth.preview import logical_edit_share
 
     paths = open_dataset("toybox", toybox_root).train_images("tray")[:6]
     edges = get_extractor("classic")

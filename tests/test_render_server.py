@@ -10,15 +10,8 @@ import pytest
 import torch
 
 from synth.errors import LogicalError
-from synth.render.generator import (
-    FORMAT,
-    VERSION,
-    GeneratorRenderer,
-    GlobalGenerator,
-    config_for,
-    load_generator,
-    save_checkpoint,
-)
+from synth.render.generator import FORMAT, VERSION, GeneratorRenderer, GlobalGenerator, config_for, save_checkpoint
+from synth.render.loader import load_generator
 from synth.render.server import RenderServer, use_server
 
 

@@ -15,7 +15,8 @@ from click.testing import CliRunner
 from synth.build import build
 from synth.cli import cli
 from synth.errors import ShardError
-from synth.shards import GeneratedDataset, read_manifest, verify_dataset
+from synth.store.manifest import read_manifest, verify_dataset
+from synth.store.reader import GeneratedDataset
 
 CATEGORY = "tray"
 

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from test_train import one_thread  # noqa: F401  (autouse: one torch thread)
 
 from synth.cli import cli as synth_cli
-from synth.images import load_rgb
+from synth.datasets.images import load_rgb
 from train.balanced import BalancedDataset
 from train.cli import cli
 from train.data import ShardDataset

@@ -13,20 +13,11 @@ import numpy as np
 import pytest
 
 from synth.errors import ShardError
-from synth.shards import (
-    JND_SCALE,
-    KINDS,
-    SOURCES,
-    GeneratedDataset,
-    ShardWriter,
-    read_manifest,
-    sha256_file,
-    shard_complete,
-    shard_name,
-    verify_dataset,
-    write_manifest,
-    write_sources,
-)
+from synth.store.atomic import sha256_file
+from synth.store.manifest import read_manifest, shard_complete, verify_dataset, write_manifest
+from synth.store.reader import GeneratedDataset
+from synth.store.schema import JND_SCALE, KINDS, SOURCES, shard_name
+from synth.store.shards import ShardWriter, write_sources
 
 STRATEGIES = ["add_part", "remove_part", "tps_warp"]
 
@@ -259,7 +250,7 @@ OUT_OF_DISK = """
 import sys
 from pathlib import Path
 import numpy as np
-from synth.shards import ShardWriter, write_sources
+from synth.store.shards import ShardWriter, write_sources
 d, rng = Path(sys.argv[1]), np.random.default_rng(0)
 image = rng.integers(0, 256, (120, 64, 64, 3), dtype=np.uint8)  # 1.5 MB, does not compress
 zero = np.zeros((120, 64, 64), np.uint8)

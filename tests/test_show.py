@@ -7,9 +7,9 @@ from click.testing import CliRunner
 
 from synth.cli import cli
 from synth.datasets import open_dataset
-from synth.edges import get_extractor
-from synth.edits import KIND_OF, STRATEGIES
-from synth.images import load_rgb
+from synth.datasets.images import load_rgb
+from synth.edit.strategies import KIND_OF, STRATEGIES
+from synth.features.edges import get_extractor
 from synth.pipeline import SynthConfig, prepare_source, synthesize
 from synth.preview import LazySources, show_samples
 from synth.render.standin import StandInRenderer
@@ -91,8 +91,7 @@ def test_show_rows_are_the_samples_build_makes(toybox_root):
 def test_show_refuses_a_generator_fitted_on_older_classic_edges(toybox_root, tmp_path):
     import torch
 
-    from synth.render.fitting import save_checkpoint
-    from synth.render.generator import FORMAT, VERSION, GeneratorConfig, GlobalGenerator
+    from synth.render.generator import FORMAT, VERSION, GeneratorConfig, GlobalGenerator, save_checkpoint
 
     config = GeneratorConfig(ngf=8, n_down=1, n_blocks=1, size=64, ndf=8, n_layers_d=2, num_d=2)
     torch.manual_seed(0)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from synth.images import save_image
+from synth.datasets.images import save_image
 from synth.render.fitting import MIN_FIT_IMAGES, fit_for_category, held_out_count, read_train_state
 from synth.render.generator import read_checkpoint
 

@@ -12,12 +12,12 @@ import pytest
 from click.testing import CliRunner
 
 from synth.cli import cli
-from synth.datasets import open_dataset, toybox
+from synth.datasets import open_dataset, toybox, toybox_draw, toybox_scene, toybox_tray
+from synth.datasets.images import list_images, load_mask, load_rgb
 from synth.errors import DatasetError
-from synth.images import list_images, load_mask, load_rgb
 
 NORMAL_SPLITS = (("train", "train/good"), ("validation", "validation/good"), ("good", "test/good"))
-RULE = {letter: Counter(kinds) for letter, kinds in toybox.RULES.items()}
+RULE = {letter: Counter(kinds) for letter, kinds in toybox_tray.RULES.items()}
 
 
 def classify(rgb: np.ndarray) -> str:
@@ -33,8 +33,8 @@ def classify(rgb: np.ndarray) -> str:
     return "block" if hue <= 8 or hue >= 170 else "unknown"
 
 
-def compartments(scene: toybox.Scene) -> dict[str, np.ndarray]:
-    return {letter: toybox.compartment_mask(scene, letter) for letter in toybox.RULES}
+def compartments(scene: toybox_scene.Scene) -> dict[str, np.ndarray]:
+    return {letter: toybox_tray.compartment_mask(scene, letter) for letter in toybox_tray.RULES}
 
 
 def census(img: np.ndarray, masks: dict[str, np.ndarray]) -> dict[str, Counter]:
@@ -71,12 +71,12 @@ def test_layout_read_back(toybox_root: Path) -> None:
 def test_defects_config(toybox_root: Path) -> None:
     config = json.loads((toybox_root / "tray" / "defects_config.json").read_text())
     by_name = {e["defect_name"]: e for e in config}
-    assert set(by_name) == set(toybox.LOGICAL) | set(toybox.STRUCTURAL)
+    assert set(by_name) == set(toybox_tray.LOGICAL) | set(toybox_tray.STRUCTURAL)
     assert len({e["pixel_value"] for e in config}) == len(config)
     assert all(not by_name[n]["relative_saturation"] and by_name[n]["saturation_threshold"] > 1
-               for n in toybox.LOGICAL)
+               for n in toybox_tray.LOGICAL)
     assert all(by_name[n]["relative_saturation"] and by_name[n]["saturation_threshold"] == 1.0
-               for n in toybox.STRUCTURAL)
+               for n in toybox_tray.STRUCTURAL)
 
 
 def test_every_anomaly_has_ground_truth(toybox_root: Path) -> None:
@@ -87,7 +87,7 @@ def test_every_anomaly_has_ground_truth(toybox_root: Path) -> None:
             assert it.regions == () and not it.mask().any()
             continue
         assert it.regions, it.path
-        allowed = toybox.LOGICAL if it.kind == "logical" else toybox.STRUCTURAL
+        allowed = toybox_tray.LOGICAL if it.kind == "logical" else toybox_tray.STRUCTURAL
         for region in it.regions:
             assert region.defect_name in allowed
             values = np.unique(load_mask(region.path))
@@ -95,7 +95,7 @@ def test_every_anomaly_has_ground_truth(toybox_root: Path) -> None:
             assert region.mask().sum() >= 20
         seen[it.regions[0].defect_name] += 1
         assert it.mask().shape == (256, 320)
-    assert seen == {**{n: 6 for n in toybox.LOGICAL}, **{n: 8 for n in toybox.STRUCTURAL}}
+    assert seen == {**{n: 6 for n in toybox_tray.LOGICAL}, **{n: 8 for n in toybox_tray.STRUCTURAL}}
     misplaced = [it for it in items if it.regions and it.regions[0].defect_name == "misplaced_part"]
     assert all(len(it.regions) == 2 for it in misplaced)  # where the part is and where it should be
 
@@ -104,21 +104,21 @@ def test_rule_holds_on_normals_and_breaks_on_logical(toybox_root: Path) -> None:
     tray = toybox_root / "tray"
     for split, where in NORMAL_SPLITS:
         for i, path in enumerate(list_images(tray / where)):
-            scene = toybox.scene_for(0, split, i)
+            scene = toybox_tray.scene_for(0, split, i)
             masks = compartments(scene)
             assert {c: Counter(p.kind for p in scene.parts if p.compartment == c) for c in masks} == RULE
             for part in scene.parts:
-                fp = toybox.draw.footprint(toybox.drawing(scene, part))
+                fp = toybox_draw.footprint(toybox_scene.drawing(scene, part))
                 assert not (fp & ~masks[part.compartment]).any()
                 ys, xs = np.nonzero(fp)
                 assert 15 <= max(np.ptp(xs), np.ptp(ys)) <= 82
             assert census(load_rgb(path), masks) == RULE, path
     for i, path in enumerate(list_images(tray / "test" / "logical_anomalies")):
-        assert census(load_rgb(path), compartments(toybox.scene_for(0, "logical_anomalies", i))) != RULE
+        assert census(load_rgb(path), compartments(toybox_tray.scene_for(0, "logical_anomalies", i))) != RULE
 
 
 def test_normals_vary(toybox_root: Path) -> None:
-    scenes = [toybox.scene_for(0, "train", i) for i in range(10)]
+    scenes = [toybox_tray.scene_for(0, "train", i) for i in range(10)]
     xs = np.array([[p.pose.x for p in s.parts] for s in scenes])
     assert (xs.std(0) > 5).all()  # every part moves around between images
     paths = list_images(toybox_root / "tray" / "train" / "good")[:10]
@@ -128,10 +128,10 @@ def test_normals_vary(toybox_root: Path) -> None:
 
 @pytest.mark.parametrize("index", [0, 1, 3, 4])  # scratches and stains
 def test_marks_change_pixels_only_inside_their_label(index: int) -> None:
-    scene = toybox.scene_for(0, "structural_anomalies", index)
-    assert scene.marks and toybox.STRUCTURAL[index % 3] in ("scratch", "stain")
-    clean = toybox.render(replace(scene, marks=[])).astype(int)
-    diff = np.abs(toybox.render(scene).astype(int) - clean).max(2)
+    scene = toybox_tray.scene_for(0, "structural_anomalies", index)
+    assert scene.marks and toybox_tray.STRUCTURAL[index % 3] in ("scratch", "stain")
+    clean = toybox_tray.render(replace(scene, marks=[])).astype(int)
+    diff = np.abs(toybox_tray.render(scene).astype(int) - clean).max(2)
     region = scene.regions[0][1]
     assert diff[region].mean() > 25  # visible
     near = cv2.dilate(region.astype(np.uint8), np.ones((7, 7), np.uint8)) > 0
@@ -147,7 +147,7 @@ def test_determinism(toybox_root: Path, tmp_path: Path, monkeypatch: pytest.Monk
     assert reader.root == Path("data/raw/toybox") and len(reader.train_images("tray")) == 60
     assert files(tmp_path / "data" / "raw" / "toybox") == files(toybox_root)  # same seed -> identical bytes
     assert files(tmp_path / "data" / "toybox") == {"tray/generator.pt": b"not ours"}  # raw kept apart
-    other = [toybox.render(toybox.scene_for(1, "train", i)) for i in range(3)]
+    other = [toybox_tray.render(toybox_tray.scene_for(1, "train", i)) for i in range(3)]
     ours = [load_rgb(toybox_root / "tray" / "train" / "good" / f"{i:03d}.png") for i in range(3)]
     assert all(not np.array_equal(a, b) for a, b in zip(other, ours, strict=True))
 

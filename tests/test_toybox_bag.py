@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from test_toybox import classify
 
-from synth.datasets import open_dataset, toybox, toybox_bag
-from synth.images import list_images, load_mask, load_rgb
+from synth.datasets import open_dataset, toybox, toybox_bag, toybox_tray
+from synth.datasets.images import list_images, load_mask, load_rgb
 
 
 def kinds_seen(img: np.ndarray, masks: list[np.ndarray]) -> Counter:
@@ -58,7 +58,7 @@ def test_bag_rule_is_the_count_and_parts_lie_anywhere(toybox_root: Path) -> None
 def test_part_masks_for_the_tray(toybox_root: Path) -> None:
     img = load_rgb(toybox_root / "tray" / "validation" / "good" / "003.png")
     masks = toybox.part_masks("tray", "validation", 3)
-    assert kinds_seen(img, masks) == Counter(k for kinds in toybox.RULES.values() for k in kinds)
+    assert kinds_seen(img, masks) == Counter(k for kinds in toybox_tray.RULES.values() for k in kinds)
     missing = toybox.part_masks("tray", "logical_anomalies", 0)  # missing_part: one fewer
     assert len(missing) == len(masks) - 1
     with pytest.raises(ValueError, match="no category 'screw_bag'"):

@@ -11,7 +11,9 @@ import torch
 from click.testing import CliRunner
 
 from synth.errors import CheckpointError
-from synth.shards import JND_SCALE, SOURCES, ShardWriter, shard_name, write_manifest, write_sources
+from synth.store.manifest import write_manifest
+from synth.store.schema import JND_SCALE, SOURCES, shard_name
+from synth.store.shards import ShardWriter, write_sources
 from train.cli import cli
 from train.data import JND_UNIT, ShardDataset, to_float
 from train.loop import TrainConfig, fit
@@ -107,7 +109,7 @@ def test_normal_mixing_is_deterministic_and_near_the_fraction(dataset):
 
 
 def test_an_archive_reads_like_its_directory(dataset, tmp_path):
-    from synth.archive import pack_dataset
+    from synth.store.archive import pack_dataset
 
     directory, _ = dataset
     tar = pack_dataset(directory, tmp_path / "set.tar")

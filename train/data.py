@@ -24,7 +24,8 @@ from torch.utils.data import Dataset
 from synth.console import say
 from synth.errors import ShardError
 from synth.rng import sample_rng
-from synth.shards import JND_SCALE, GeneratedDataset, shard_name
+from synth.store.reader import GeneratedDataset
+from synth.store.schema import JND_SCALE, shard_name
 
 JND_UNIT = 16.0  # grey levels: jnd target = jnd / JND_UNIT (NAMM: ~3 levels mid-grey, ~20 on black)
 POSITION_BOUND_DATASETS = {"mvtec_loco", "toybox"}  # left and right, top and bottom carry meaning
@@ -32,13 +33,13 @@ POSITION_BOUND_CATEGORIES = {("mvtec", "metal_nut"), ("mvtec", "transistor")}  #
 
 
 def resolve_dataset(path: Path, cache_dir: Path | None = None) -> Path:
-    """A generated dataset directory, or an archive verified and unpacked to a cache (synth.archive)."""
+    """A generated dataset directory, or an archive verified and unpacked to a cache (synth.store.archive)."""
     path = Path(path)
     if path.is_dir():
         return path
     if not path.exists():
         raise ShardError(f"{path}: no such generated dataset (directory or archive)")
-    from synth.archive import open_dataset_path  # only archives need it
+    from synth.store.archive import open_dataset_path  # only archives need it
 
     return Path(open_dataset_path(path, cache_dir=cache_dir))
 

@@ -20,11 +20,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from synth.bitdepth import data_depth
 from synth.console import progress, say
 from synth.datasets import TestItem, open_dataset
+from synth.datasets.bitdepth import data_depth
+from synth.datasets.images import load_rgb, resize_rgb, save_image
 from synth.errors import DatasetError, LogicalError
-from synth.images import load_rgb, resize_rgb, save_image
 from train import metrics
 from train.model import load_checkpoint
 

@@ -26,8 +26,8 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 from synth.console import progress, say
+from synth.datasets.images import save_image
 from synth.errors import CheckpointError, LogicalError, ShardError
-from synth.images import save_image
 from train.balanced import training_data
 from train.data import to_float
 from train.losses import total_loss

@@ -12,8 +12,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from synth.checkpoint import load_torch, save_torch
 from synth.errors import CheckpointError
+from synth.store.checkpoint import load_torch, save_torch
 
 FORMAT = "logical-localizer"
 VERSION = 1

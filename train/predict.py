@@ -11,10 +11,11 @@ from pathlib import Path
 
 import numpy as np
 
-from synth.bitdepth import data_depth
 from synth.console import say
+from synth.datasets.bitdepth import data_depth
+from synth.datasets.decode import broken_link
+from synth.datasets.images import IMAGE_SUFFIXES, list_images, load_rgb, save_image
 from synth.errors import ImageError
-from synth.images import IMAGE_SUFFIXES, broken_link, list_images, load_rgb, save_image
 from train.evaluate import batches, colour_overlay, infer, require_finite, resolve_device, upsample_map
 from train.model import load_checkpoint
 

@@ -19,10 +19,11 @@ from pathlib import Path
 
 import torch.distributed as dist
 
-from synth.archive import open_archive, plain_name
 from synth.console import duration, say
 from synth.errors import LogicalError, ShardError
-from synth.shards import MANIFEST, read_manifest
+from synth.store.archive import open_archive, plain_name
+from synth.store.manifest import read_manifest
+from synth.store.schema import MANIFEST
 from train.loop import TrainConfig, check_same_config, setup_distributed, train
 from train.model import make_config, read_checkpoint
 

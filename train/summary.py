@@ -12,7 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from synth.images import load_rgb, save_image
+from synth.datasets.images import load_rgb, save_image
 
 THUMB = 112          # height of a heatmap thumbnail, px
 TEXT_WIDTH = 330     # width of the text panel, px

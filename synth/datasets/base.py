@@ -10,8 +10,9 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from synth.datasets.decode import broken_link, orientation
+from synth.datasets.images import is_image_entry, list_images, load_mask, read_defect_mask
 from synth.errors import DatasetError, ImageError
-from synth.images import broken_link, is_image_entry, list_images, load_mask, orientation, read_defect_mask
 
 
 def _resize_bool(mask: np.ndarray, shape: tuple[int, int] | None) -> np.ndarray:

@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from synth.datasets.base import LayoutReader, Problems, TestItem, has_images
+from synth.datasets.images import list_images
 from synth.datasets.mvtec import split_test_items
-from synth.images import list_images
 
 _GOOD_DIRS = (("train", "good"), ("train",), ("good",), ())
 

@@ -13,7 +13,8 @@ from synth.datasets.base import (
     mask_index,
     visible_dirs,
 )
-from synth.images import broken_link, list_images
+from synth.datasets.decode import broken_link
+from synth.datasets.images import list_images
 
 
 def split_test_items(category_dir: Path, problems: Problems) -> list[TestItem]:

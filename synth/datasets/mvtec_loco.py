@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 
 from synth.datasets.base import DefectRegion, LayoutReader, Problems, TestItem, broken_links_in, visible_dirs
+from synth.datasets.decode import broken_link
+from synth.datasets.images import list_images, load_mask
 from synth.errors import DatasetError, ImageError
-from synth.images import broken_link, list_images, load_mask
 
 CONFIG = "defects_config.json"
 _KEYS = {"defect_name": str, "pixel_value": int, "saturation_threshold": (int, float),

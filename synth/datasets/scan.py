@@ -9,11 +9,12 @@ from pathlib import Path
 
 import numpy as np
 
-from synth.bitdepth import data_depth
 from synth.console import progress
 from synth.datasets.base import Listing, Reader, size_mismatch
+from synth.datasets.bitdepth import data_depth
+from synth.datasets.decode import broken_link, read_raw
+from synth.datasets.images import defect_pixels, load_mask
 from synth.errors import DatasetError, ImageError
-from synth.images import broken_link, defect_pixels, load_mask, read_raw
 
 
 def probe(path: Path) -> tuple[int, int] | str:
@@ -39,7 +40,7 @@ def _decode(path: Path) -> np.ndarray | str:
 
 def probe_mask(path: Path, pixel_value: int | None = None) -> tuple[tuple[int, int], str | None] | str:
     """((width, height), note) of a mask after decoding it, or the reason it cannot be read; the note says
-    how a mask that is not two-level is read (see synth.images.defect_pixels and DefectRegion.mask)."""
+    how a mask that is not two-level is read (see synth.datasets.images.defect_pixels and DefectRegion.mask)."""
     try:
         values = load_mask(path)
     except ImageError as exc:

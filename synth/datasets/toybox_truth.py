@@ -12,8 +12,8 @@ import cv2
 import numpy as np
 
 from synth.datasets import toybox_draw as draw
-from synth.datasets.toybox import RULES, Scene, compartment_rect, drawing
-from synth.rng import sample_rng
+from synth.datasets.toybox_scene import Scene, drawing
+from synth.datasets.toybox_tray import RULES, compartment_rect
 
 
 def _scaled(poly: np.ndarray, size: int) -> np.ndarray:
@@ -127,41 +127,3 @@ def is_part_edit(strategy: str, region: np.ndarray, parts: np.ndarray, carrier: 
         return from_part and covered(region, carrier, 0, cover) and not covered(region, parts > 0, 0, cover)
     raise ValueError(f"{strategy!r} is not a logical strategy")
 
-
-def other_source(seed: int, category: str, index: int, sub: int, n: int) -> int:
-    """The source plan_sample took E_i from (its draws, in its order, from the attempt's stream)."""
-    rng = sample_rng(seed, category, index, sub + 1)
-    source = int(rng.integers(n))
-    return (source + 1 + int(rng.integers(n - 1))) % n
-
-
-def logical_edit_share(sources, index_of: list[int], n: int, size: int, seed: int, cover: float = 0.5,
-                       category: str = "tray") -> dict[str, dict]:
-    """{strategy: {"planned", "no_region", "on_part", "share"}}: the edits `build --strategies S` plans for
-    samples 0..n-1 (plan_sample, same seeds) on `sources` (toybox `train` images `index_of[i]` prepared at
-    `size`), judged by `is_part_edit`."""
-    from synth.edits import LOGICAL_STRATEGIES
-    from synth.pipeline import plan_sample
-    from synth.preview import strategy_config
-
-    truth = {k: (part_masks(category, "train", k, size=size), carrier_mask(category, "train", k, size=size))
-             for k in set(index_of)}
-    out = {}
-    for strategy in LOGICAL_STRATEGIES:
-        config = strategy_config(strategy)
-        planned = good = missing = 0
-        for i in range(n):
-            plan = plan_sample(sources, i, seed, category, config)
-            if plan.edit is None:
-                missing += 1
-                continue
-            planned += 1
-            parts, carrier = truth[index_of[plan.source]]
-            other = other_source(seed, category, i, plan.sub, len(sources))
-            label = plan.edit.params.get("other_label")
-            content = None if label is None else sources[other].regions == label
-            good += is_part_edit(strategy, plan.edit.region, parts, carrier, content, truth[index_of[other]][0],
-                                 size, cover)
-        out[strategy] = {"planned": planned, "no_region": missing, "on_part": good,
-                         "share": good / max(planned, 1)}
-    return out

@@ -6,8 +6,8 @@ import csv
 from pathlib import Path
 
 from synth.datasets.base import LayoutReader, Problems, TestItem
+from synth.datasets.decode import broken_link
 from synth.errors import DatasetError
-from synth.images import broken_link
 
 CSV = Path("split_csv") / "1cls.csv"
 COLUMNS = ("object", "split", "label", "image", "mask")

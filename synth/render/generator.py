@@ -17,16 +17,20 @@ import numpy as np
 import torch
 from torch import nn
 
-from synth.checkpoint import load_torch, save_torch
 from synth.errors import CheckpointError, LogicalError
-from synth.shards import sha256_file
+from synth.store.checkpoint import load_torch, save_torch
 
 FORMAT = "logical-generator"
+
+
 VERSION = 1
+
+
 # What a checkpoint renders from: "global" paints the whole image from the edge map (the paper's pix2pixHD),
 # "inpaint" repaints a hole of the normal image from its surroundings and the edges (synth.render.inpaint).
 # A checkpoint without a kind predates the inpainting kind and is global.
 KINDS = ("global", "inpaint")
+IN_CH = 5  # the inpainting kind's input: image (3, blanked in the hole) + hole (1) + edges (1)
 
 
 @dataclass(frozen=True)
@@ -84,9 +88,6 @@ def config_for(preset: str, size: int | None = None) -> GeneratorConfig:
         return replace(config, size=int(size))
     except ValueError as exc:
         raise LogicalError(f"--size {size}: {exc} for preset {preset}") from None
-
-
-# ---------------------------------------------------------------- networks
 
 
 def _norm(ch: int) -> nn.Module:
@@ -180,9 +181,6 @@ def init_weights(module: nn.Module) -> None:
             nn.init.normal_(m.weight, 0.0, 0.02)
 
 
-# ---------------------------------------------------------------- checkpoints
-
-
 def resolve_device(device: str) -> torch.device:
     """"auto" picks CUDA when present; asking for CUDA without one is a user error."""
     if device == "auto":
@@ -223,8 +221,6 @@ def check_payload(path: Path, ckpt: dict) -> dict:
     if int(ckpt["size"]) != ckpt["config"].size:
         raise CheckpointError(f"{path}: size {ckpt['size']} disagrees with its config "
                               f"({ckpt['config'].size})")
-    from synth.render.inpaint import IN_CH
-
     if (ckpt["config"].in_ch == IN_CH) != (ckpt["kind"] == "inpaint"):
         raise CheckpointError(f"{path}: a {ckpt['kind']} generator with {ckpt['config'].in_ch} input "
                               "channel(s) is inconsistent")
@@ -250,9 +246,6 @@ def check_compatible(path: Path, ckpt: dict, edges: str | None, size: int | None
         raise CheckpointError(
             f"{path} was fitted at {ckpt['size']} px, but --size {size} was asked: refit with "
             f"`logical-synth fit-generator --size {size} --out {path}` or use --size {ckpt['size']}")
-
-
-# ---------------------------------------------------------------- inference
 
 
 def _resize(arr: np.ndarray, w: int, h: int) -> np.ndarray:
@@ -315,41 +308,3 @@ class GeneratorRenderer:
             y = self.model(x)
         y = ((y.float().clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8)
         return y.permute(0, 2, 3, 1).contiguous().cpu().numpy()
-
-
-_CACHE: dict[tuple, GeneratorRenderer] = {}
-
-
-def load_generator(path: Path, edges: str | None = None, size: int | None = None,
-                   device: str = "auto") -> GeneratorRenderer:
-    """The renderer of a fitted checkpoint, loaded once per process (cached by path, mtime and device).
-
-    `edges` is an extractor name ("classic", "pidinet") or full identity ("classic-v2"), `size` the image
-    size the caller works at; a checkpoint fitted otherwise is refused with a CheckpointError saying how to
-    refit.
-    """
-    path = Path(path)
-    dev = resolve_device(device)
-    try:
-        stat = path.stat()
-    except OSError:
-        stat = None
-    key = (str(path.resolve()), stat.st_mtime_ns if stat else None, stat.st_size if stat else None, str(dev))
-    renderer = _CACHE.get(key)
-    if renderer is None:
-        ckpt = read_checkpoint(path)
-        config = ckpt["config"]
-        model = GlobalGenerator(config)
-        try:
-            model.load_state_dict(ckpt["state_dict"])
-        except (RuntimeError, TypeError, AttributeError) as exc:
-            raise CheckpointError(f"{path}: generator weights do not match its config ({exc})") from None
-        if ckpt["kind"] == "inpaint":
-            from synth.render.inpaint import InpaintRenderer as cls
-        else:
-            cls = GeneratorRenderer
-        renderer = cls(model, config, str(ckpt["edges"]), f"generator-{sha256_file(path)[:12]}",
-                       dict(ckpt.get("quality") or {}), dev)
-        _CACHE[key] = renderer
-    check_compatible(path, {"edges": renderer.edges_identity, "size": renderer.config.size}, edges, size)
-    return renderer

@@ -52,7 +52,7 @@ def _serve(path: str, edges: str, size: int, device: str, authkey: bytes, ready)
     """Render-process entry point: load the generator, report (address, identity, quality, kind), serve
     forever."""
     try:
-        from synth.render.generator import load_generator
+        from synth.render.loader import load_generator
 
         renderer = load_generator(Path(path), edges=edges, size=size, device=device)
         listener = Listener(("127.0.0.1", 0), authkey=authkey)

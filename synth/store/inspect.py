@@ -2,7 +2,7 @@
 text by `format_summary` or as JSON) and a contact sheet of some of its samples (`write_sheet`).
 
 An archive is summarised from its members in place (nothing unpacked); the sheet reads it through
-`synth.archive.open_dataset_path` (verified and unpacked once into the cache).
+`synth.store.archive.open_dataset_path` (verified and unpacked once into the cache).
 """
 
 from __future__ import annotations
@@ -17,11 +17,13 @@ import h5py
 import numpy as np
 
 from synth import __version__
-from synth.archive import open_archive, open_dataset_path
+from synth.datasets.images import save_image
 from synth.errors import ArchiveError, ShardError
-from synth.images import save_image
-from synth.shards import GENERATOR, SHARD_PATTERN, SOURCES, GeneratedDataset, read_manifest, total_samples
 from synth.sheet import contact_sheet
+from synth.store.archive import open_archive, open_dataset_path
+from synth.store.manifest import read_manifest, total_samples
+from synth.store.reader import GeneratedDataset
+from synth.store.schema import GENERATOR, SHARD_PATTERN, SOURCES
 
 SHEET_COLUMNS = ["normal", "anomaly", "mask overlay"]
 SHEET_TILE = 160          # larger images are shown at this size on the sheet

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from synth.features.jnd import jnd_map
+
 
 class ForegroundWarning(UserWarning):
     """The foreground fell back to the whole image (object fills the frame, or nothing stood out)."""
@@ -208,8 +210,6 @@ def semantic_regions(rgb: np.ndarray, edge: np.ndarray, foreground: np.ndarray, 
     if not fg.any():
         return np.zeros((h, w), np.uint16)
     if jnd is None:
-        from synth.jnd import jnd_map
-
         jnd = jnd_map(rgb)
     min_area = max(4, int(min_fraction * h * w))
     parts = _parts_on_carrier(rgb, jnd, fg, scale, lightness_weight, min_area, part_contrast)
@@ -333,3 +333,13 @@ class ScaleRule:
         """True when the region's area and touched edges lie within the bounds."""
         area, touched = self.measure(region, foreground, edge)
         return self.min_area <= area <= self.max_area and touched <= self.max_edges
+
+
+def jnd_and_foreground(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(JND map float32 (H, W) in grey levels, foreground bool (H, W)) of an RGB uint8 image (method.md
+    steps 2-3): every normal image's first two maps, for build and for the inpainting generator's holes."""
+    jnd = jnd_map(image).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")          # a whole-image foreground is legitimate (textures)
+        foreground = np.asarray(foreground_mask(image, jnd), bool)
+    return jnd, foreground

@@ -210,7 +210,7 @@ class ClassicEdges:
 
     def _line_strength(self, rgb: np.ndarray, luma: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Line strength on the step scale (`high` = clearly visible) and the angle across each line."""
-        from synth.jnd import jnd_map
+        from synth.features.jnd import jnd_map
 
         sigma, salience, visibility = self.ridge
         response, across = _ridge(luma, sigma)
@@ -255,7 +255,7 @@ def get_extractor(name: str = "classic", weights: Path | None = None) -> EdgeExt
     if name == "pidinet":
         if weights is None:
             raise CheckpointError("--pidinet-weights is required for --edges pidinet")
-        from synth.pidinet import PiDiNetEdges
+        from synth.features.pidinet import PiDiNetEdges
 
         return PiDiNetEdges(Path(weights))
     raise ValueError(f"unknown edge extractor {name!r}; choose one of {', '.join(EXTRACTORS)}")

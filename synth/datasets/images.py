@@ -1,76 +1,16 @@
 """Image files in and out: every image enters the pipeline as RGB uint8, every mask as bool, whatever the
 file holds (bit depth, palette, alpha, EXIF orientation); what cannot be read stops with the file named."""
 
-import os
 from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image
 
-from synth.bitdepth import significant_bits
+from synth.datasets.bitdepth import significant_bits
+from synth.datasets.decode import _alpha, colour_channels, read_raw
 from synth.errors import ImageError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
-
-
-_ORIENT = {2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
-           5: lambda a: a.swapaxes(0, 1), 6: lambda a: np.rot90(a, -1),
-           7: lambda a: a[::-1, ::-1].swapaxes(0, 1), 8: lambda a: np.rot90(a, 1)}
-
-
-def broken_link(path: Path) -> str | None:
-    """The problem of a symbolic link whose target is gone (glob and is_file() skip such files), else None."""
-    path = Path(path)
-    if path.is_symlink() and not path.exists():
-        return f"{path}: broken symbolic link (its target {os.readlink(path)} does not exist)"
-    return None
-
-
-def orientation(path: Path) -> int:
-    """The EXIF orientation (1..8) of a JPEG or PNG (cameras and phones store it) that OpenCV's
-    IMREAD_UNCHANGED leaves unapplied; 1 when absent. TIFFs: OpenCV and Pillow both apply their tag."""
-    if Path(path).suffix.lower() not in (".jpg", ".jpeg", ".png"):
-        return 1
-    try:
-        with Image.open(path) as im:
-            value = im.getexif().get(0x0112, 1)
-    except (OSError, ValueError, SyntaxError):
-        return 1
-    return value if value in _ORIENT else 1
-
-
-def read_raw(path: Path) -> np.ndarray:
-    """The file's pixels as stored (uint8/uint16/float; grey (H, W) or BGR(A) (H, W, C)), turned upright by
-    its EXIF orientation. ImageError naming the file when it is missing, a broken link, empty or corrupt."""
-    path = Path(path)
-    problem = broken_link(path)
-    if problem:
-        raise ImageError(problem)
-    try:
-        data = np.fromfile(path, dtype=np.uint8)
-    except OSError as exc:
-        raise ImageError(f"{path}: cannot read file ({exc.strerror or exc})") from None
-    if data.size == 0:
-        raise ImageError(f"{path}: file is empty")
-    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
-    if img is None:
-        raise ImageError(f"{path}: not a readable image (corrupt or unsupported format)")
-    turn = orientation(path)
-    return np.ascontiguousarray(_ORIENT[turn](img)) if turn != 1 else img
-
-
-def colour_channels(img: np.ndarray) -> np.ndarray:
-    """The colour part of a decoded image: grey (H, W) or BGR (H, W, 3), alpha left out."""
-    if img.ndim == 2:
-        return img
-    if img.shape[2] in (2, 4):
-        return img[:, :, :-1] if img.shape[2] == 4 else img[:, :, 0]
-    return img[:, :, 0] if img.shape[2] == 1 else img[:, :, :3]
-
-
-def _alpha(img: np.ndarray) -> np.ndarray | None:
-    return img[:, :, -1] if img.ndim == 3 and img.shape[2] in (2, 4) else None
 
 
 def to_uint8(img: np.ndarray, path: Path, bits: int | None = None) -> np.ndarray:
@@ -95,7 +35,7 @@ def to_uint8(img: np.ndarray, path: Path, bits: int | None = None) -> np.ndarray
 
 def load_rgb(path: Path, bits: int | None = None) -> np.ndarray:
     """RGB uint8 (H, W, 3), upright: grey is replicated, alpha composited onto white, 16-bit data scaled by
-    its depth: `bits` (the category's, synth.bitdepth.data_depth), else the file's PNG sBIT, else 16.
+    its depth: `bits` (the category's, synth.datasets.bitdepth.data_depth), else the file's PNG sBIT, else 16.
     ImageError naming the file when it cannot be read."""
     path = Path(path)
     raw = read_raw(path)

@@ -107,8 +107,8 @@ def data_depth(paths: Sequence[Path]) -> Depth:
 
     Files that cannot be read are left out (whoever loads them reports them).
     """
+    from synth.datasets.decode import colour_channels, read_raw
     from synth.errors import ImageError
-    from synth.images import colour_channels, read_raw
 
     sbits, maximum, wide = [], 0, 0
     for p in paths:

@@ -2,7 +2,7 @@
 used in place of the classical semantic regions.
 
 The paper selects semantic regions with SAM (method.md step 3); SAM weights cannot be had here, so the
-default regions are classical (synth.regions). A team with SAM, another segmenter or hand annotations gives
+default regions are classical (synth.features.regions). A team with SAM, another segmenter or hand annotations gives
 its part masks as label images: `<DIR>/<stem>.png` (or `<DIR>/<category>/<stem>.png` when that folder
 exists) for the normal image `<stem>.*`, single channel, 8- or 16-bit, 0 = background, 1..K = parts. They are
 resized to the build size with nearest-neighbour sampling (labels stay labels) and pass the same scale rule
@@ -17,8 +17,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from synth.datasets.decode import read_raw
 from synth.errors import DatasetError
-from synth.images import read_raw
 
 ASPECT_TOLERANCE = 0.02  # relative difference of height/width allowed between a label image and its photo
 

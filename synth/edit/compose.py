@@ -14,8 +14,8 @@ from typing import Protocol, runtime_checkable
 import cv2
 import numpy as np
 
-from synth.edits import bbox_of
-from synth.edits import dilate as _dilate
+from synth.edit.geometry import bbox_of
+from synth.edit.geometry import dilate as _dilate
 from synth.ssim import MARGIN, ssim, ssim_map, ssim_within
 
 REASONS = ("no_region", "empty_mask", "collapsed_render")

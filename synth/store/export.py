@@ -8,11 +8,11 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from synth.archive import open_dataset_path, plain_name
 from synth.console import progress
+from synth.datasets.images import save_image
 from synth.errors import ArchiveError
-from synth.images import save_image
-from synth.shards import GeneratedDataset
+from synth.store.archive import open_dataset_path, plain_name
+from synth.store.reader import GeneratedDataset
 
 
 def export_mvtec(path: Path, out: Path, cache_dir: Path | None = None) -> Path:

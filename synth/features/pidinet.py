@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from synth.checkpoint import load_torch
 from synth.errors import CheckpointError
-from synth.shards import sha256_file
+from synth.store.atomic import sha256_file
+from synth.store.checkpoint import load_torch
 
 CARV4 = ("cd", "ad", "rd", "cv") * 4  # op of each of the 16 pixel-difference layers (init block + 15 blocks)
 PARAMETER_COUNT = 710_149  # table5_pidinet: PiDiNet(60, carv4, dil=24, sa=True)

@@ -4,7 +4,7 @@ Why not the generator: a small edge-to-image generator renders a stroke as a smo
 blurred blob, and a localizer trained on those learns "smooth patch" or "bent outline", not damage (issue 16:
 on real cracked-texture photos AUPRO 33 against Perlin's 82, the maps fired on object outlines). Real damage
 changes the *surface* and keeps its texture, so these edits change the normal pixels directly, by amounts
-relative to the local luminance and the JND map (Yang et al. 2005, `synth.jnd`: visible on a dark and on a
+relative to the local luminance and the JND map (Yang et al. 2005, `synth.features.jnd`: visible on a dark and on a
 bright surface alike), and the generator is not called (like the colour edit):
 
 - crack (`stroke`, style "crack"): a jagged random-walk polyline, sometimes branched; 1-2 px core darkened by
@@ -23,7 +23,7 @@ The edit's edge map draws the damage (crack lines, the chip's new outline and th
 for the preview; training targets are the normal image's maps, which the damage does not change.
 
 Label: the pixels whose colour (Lab) moved by at least half a JND (or 2 levels), inside the edit region,
-cleaned of specks; `synth.compose.paste` blends the painted image in through that mask's feather, so every
+cleaned of specks; `synth.edit.compose.paste` blends the painted image in through that mask's feather, so every
 changed pixel lies within the feather and beyond it the anomaly equals the normal image bit for bit.
 """
 
@@ -32,11 +32,12 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from synth.compose import Composed, clean_mask, default_sizes, lab_distance, paste
-from synth.edits import MIN_EDGE_PX, Edit, bbox_of, dilate
-from synth.jnd import jnd_map, luminance
+from synth.edit.compose import Composed, clean_mask, default_sizes, lab_distance, paste
+from synth.edit.edits import MIN_EDGE_PX, Edit
+from synth.edit.geometry import bbox_of, dilate
+from synth.features.jnd import jnd_map, luminance
 
-DAMAGE = ("stroke", "chip")  # strategies painted here (synth.edits.PAINTED adds colour, painted there)
+DAMAGE = ("stroke", "chip")  # strategies painted here (synth.edit.strategies.PAINTED adds colour, painted there)
 VISIBLE_JND = 0.5  # a pixel is labelled when its colour moved by this many JNDs (and >= MIN_STEP levels)
 MIN_STEP = 2.0
 UPSAMPLE = 4  # polylines are rasterised this much finer for sub-pixel distances (anti-aliased profiles)
@@ -306,7 +307,7 @@ def _chip_layer(img: np.ndarray, full: np.ndarray, jnd: np.ndarray, region: np.n
 def paint_damage(normal: np.ndarray, edit: Edit, feather: int | None = None) -> Composed:
     """The anomaly image and its honest mask for a painted edit (`edit.strategy` in DAMAGE).
 
-    `normal` is uint8 (H, W, 3); returns `synth.compose.Composed` (anomaly uint8, mask bool, reason None or
+    `normal` is uint8 (H, W, 3); returns `synth.edit.compose.Composed` (anomaly uint8, mask bool, reason None or
     "empty_mask" when nothing visible changed). Only pixels of `edit.region` are painted; the label is where
     the colour moved by >= VISIBLE_JND x JND (and >= MIN_STEP levels, Lab distance) there.
     """

@@ -1,6 +1,6 @@
 """Sharing generated datasets: pack into a plain tar, verify (directory or tar), and unpack safely into a
-content-keyed cache (`open_dataset_path`). Summaries and contact sheets: synth.inspect; folder export:
-synth.export.
+content-keyed cache (`open_dataset_path`). Summaries and contact sheets: synth.store.inspect; folder export:
+synth.store.export.
 
 Archives are untrusted: only regular files named `<prefix>/<file listed in the manifest>` are accepted,
 nothing is executed or unpickled, and an archive is unpacked into a temporary folder, checked against every
@@ -24,21 +24,9 @@ from typing import Any, BinaryIO
 
 from synth.console import progress
 from synth.errors import ArchiveError, ShardError
-from synth.shards import (
-    BLOCK,
-    GENERATOR,
-    MANIFEST,
-    SAFE_NAME,
-    SHARD_PATTERN,
-    SOURCES,
-    atomic_path,
-    check_h5,
-    layout_problems,
-    parse_manifest,
-    read_manifest,
-    total_samples,
-    verify_dataset,
-)
+from synth.store.atomic import BLOCK, atomic_path
+from synth.store.manifest import check_h5, layout_problems, parse_manifest, read_manifest, total_samples, verify_dataset
+from synth.store.schema import GENERATOR, MANIFEST, SAFE_NAME, SHARD_PATTERN, SOURCES
 
 CARD = "DATASET.md"
 MARKER = ".complete"

@@ -13,37 +13,21 @@ scale / rotation (+ TPS) of E_i:
           generator cannot show a colour change from an unchanged edge map, so for this strategy the caller
           renders nothing: render_a = apply_colour(normal, edit.region, edit.params) and render_n = normal
           go to compose (`synth.pipeline.finish_sample` does this).
-stroke and chip are painted on the normal pixels by `synth.damage` (no generator call, whatever its kind:
+stroke and chip are painted on the normal pixels by `synth.edit.damage` (no generator call, whatever its kind:
 a small generator renders them as smooth smears); their Edit.edge draws the damage for previews.
 For replace/merge, A brings a whole *component* of E_i (its edges only: one region of E_i's label map) onto
 the target, so an extra or wrong part appears as a complete part, not as a patch of clutter; without E_i's
 regions an edge-dense patch of E_i is moved instead. Every random choice comes from the `rng` passed in.
 """
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
 
-from synth.regions import ScaleRule, arbitrary_region
-from synth.warp import tps_maps
+from synth.edit.geometry import _pad, bbox_of, dilate
+from synth.edit.warp import tps_maps
 
-LOGICAL_STRATEGIES = ("remove", "replace", "merge")
-STRUCTURAL_STRATEGIES = ("stroke", "jitter", "chip")
-EXTRA_STRATEGIES = ("colour", "warp")
-STRATEGIES = LOGICAL_STRATEGIES + STRUCTURAL_STRATEGIES + EXTRA_STRATEGIES
-# What `build` uses without --strategies. jitter and warp stay available but are left out: rendered by a
-# small generator they are smooth smears and bent outlines, and a localizer learns those instead of damage.
-# Measured on toybox (structural-only mix, 1,000 samples, 200 steps, seed 0; BENCHMARKS.md): structural
-# AU-sPRO 50.7 with them, 56.6 without (scratch sPRO 54 -> 65, broken part 51 -> 81).
-DEFAULT_STRATEGIES = ("remove", "replace", "merge", "stroke", "chip", "colour")
-KIND_OF = {s: "logical" for s in LOGICAL_STRATEGIES} | {s: "structural" for s in STRUCTURAL_STRATEGIES
-                                                           + EXTRA_STRATEGIES}
-ATTEMPTS = 8
-# Chance that an edit's region is a semantic one (a whole part) rather than arbitrary shapes. Logical
-# anomalies are about whole parts (missing, extra, wrong), so logical edits mostly take one; structural
-# damage is as likely anywhere. Measured on toybox (BENCHMARKS.md): 0.8 for logical edits beat 0.5.
-SEMANTIC_P = {"logical": 0.8, "structural": 0.5}
 MIN_EDGE_PX = 12.0  # an edit must move at least this much edge mass (pixels at full strength) to be visible
 
 
@@ -59,65 +43,8 @@ class Edit:
     params: dict = field(default_factory=dict)  # json-serialisable description of the random choices
 
 
-def bbox_of(mask: np.ndarray) -> tuple[int, int, int, int] | None:
-    """(x0, y0, x1, y1), x1/y1 exclusive, of the True pixels; None when there are none."""
-    rows = np.flatnonzero(mask.any(axis=1))
-    if len(rows) == 0:
-        return None
-    cols = np.flatnonzero(mask.any(axis=0))
-    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
-
-
-def _pad(box: tuple[int, int, int, int], pad: int, shape: tuple[int, int]) -> tuple[int, int, int, int]:
-    x0, y0, x1, y1 = box
-    return max(0, x0 - pad), max(0, y0 - pad), min(shape[1], x1 + pad), min(shape[0], y1 + pad)
-
-
-def dilate(mask: np.ndarray, radius: int) -> np.ndarray:
-    """Dilate a bool mask by an elliptical disk of `radius` px, working only on its padded bounding box."""
-    box = bbox_of(mask)
-    if box is None or radius <= 0:
-        return mask.astype(bool).copy()
-    x0, y0, x1, y1 = _pad(box, radius + 1, mask.shape)
-    out = np.zeros(mask.shape, bool)
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
-    out[y0:y1, x0:x1] = cv2.dilate(mask[y0:y1, x0:x1].astype(np.uint8), kernel).astype(bool)
-    return out
-
-
-# ---------------------------------------------------------------- region choice
-
-
-@dataclass
-class _Target:
-    mask: np.ndarray
-    source: str  # "semantic" | "arbitrary" | "stroke"
-    label: int = 0
-
-
-def _choose_target(regions: np.ndarray | None, foreground: np.ndarray, rng: np.random.Generator,
-                   semantic_p: float, pad: int, edge: np.ndarray, on_parts: bool = False) -> _Target:
-    """A semantic region (dilated by `pad`) with probability `semantic_p` when there are any, else arbitrary
-    (centred on an edge pixel of the foreground: edits go on structure, not on blank carrier). With
-    `on_parts` (logical edits) and semantic regions present, the arbitrary shapes are centred on a part and
-    kept within 2 `pad` of the parts: a piece of a part goes missing or is swapped, never a piece of the
-    carrier's outline or of the background."""
-    has = regions is not None and regions.any()
-    labels = np.flatnonzero(np.bincount(regions.ravel())[1:]) + 1 if has else []
-    if len(labels) and rng.random() < semantic_p:
-        k = int(labels[rng.integers(len(labels))])
-        return _Target(dilate(regions == k, pad), "semantic", k)
-    if on_parts and len(labels):
-        parts = dilate(regions > 0, 2 * pad)
-        return _Target(arbitrary_region(foreground.shape, foreground & parts, rng, near=regions > 0), "arbitrary")
-    return _Target(arbitrary_region(foreground.shape, foreground, rng, near=edge > 0.5), "arbitrary")
-
-
 def _edge_mass(edge: np.ndarray, mask: np.ndarray) -> float:
     return float(edge[mask].sum())
-
-
-# ---------------------------------------------------------------- geometry
 
 
 def _affine_about(src_xy: tuple[float, float], dst_xy: tuple[float, float], angle: float,
@@ -156,10 +83,7 @@ def _local_tps(edge: np.ndarray, box: tuple[int, int, int, int], rng: np.random.
     return out, float(np.abs(moves).max())
 
 
-# ---------------------------------------------------------------- strategies
-
-
-def _remove(edge, target, **_):
+def plan_remove(edge, target, **_):
     region = target.mask
     if _edge_mass(edge, region) < MIN_EDGE_PX:
         return None
@@ -201,7 +125,7 @@ def _moved_part(edge, target, other_edge, other_regions, rng, pad, offset: float
     return moved, params
 
 
-def _replace(edge, target, other_edge, other_regions, rng, pad, **_):
+def plan_replace(edge, target, other_edge, other_regions, rng, pad, **_):
     got = _moved_part(edge, target, other_edge, other_regions, rng, pad, offset=0.0)
     if got is None:
         return None
@@ -216,7 +140,7 @@ def _replace(edge, target, other_edge, other_regions, rng, pad, **_):
     return new, region, params
 
 
-def _merge(edge, target, other_edge, other_regions, rng, pad, **_):
+def plan_merge(edge, target, other_edge, other_regions, rng, pad, **_):
     got = _moved_part(edge, target, other_edge, other_regions, rng, pad, offset=0.5)
     if got is None:
         return None
@@ -231,19 +155,7 @@ def _merge(edge, target, other_edge, other_regions, rng, pad, **_):
     return new, region, params
 
 
-def _stroke(**kw):
-    from synth.damage import plan_stroke  # painted damage lives in synth.damage (which imports this module)
-
-    return plan_stroke(**kw)
-
-
-def _chip(**kw):
-    from synth.damage import plan_chip
-
-    return plan_chip(**kw)
-
-
-def _jitter(edge, target, rng, **_):
+def plan_jitter(edge, target, rng, **_):
     region = target.mask
     if _edge_mass(edge, region) < MIN_EDGE_PX:
         return None
@@ -255,7 +167,7 @@ def _jitter(edge, target, rng, **_):
     return new, region, {"max_shift_px": round(moved, 2)}
 
 
-def _warp_part(edge, target, rng, pad, **_):
+def plan_warp(edge, target, rng, pad, **_):
     if _edge_mass(edge, target.mask) < MIN_EDGE_PX:
         return None
     x0, y0, x1, y1 = bbox_of(target.mask)
@@ -272,7 +184,7 @@ def _warp_part(edge, target, rng, pad, **_):
     return new, region, {"max_shift_px": round(moved, 2)}
 
 
-def _colour(edge, target, rng, **_):
+def plan_colour(edge, target, rng, **_):
     magnitude = float(rng.uniform(12.0, 30.0))
     theta = float(rng.uniform(0, 2 * np.pi))
     params = {"dL": round(float(rng.uniform(-20.0, 20.0)), 2), "da": round(magnitude * np.cos(theta), 2),
@@ -294,60 +206,3 @@ def apply_colour(image: np.ndarray, region: np.ndarray, params: dict) -> np.ndar
     inside = region[y0:y1, x0:x1]
     out[y0:y1, x0:x1][inside] = shifted[inside]
     return out
-
-
-_PLANNERS = {"remove": _remove, "replace": _replace, "merge": _merge, "stroke": _stroke, "jitter": _jitter,
-             "chip": _chip, "warp": _warp_part, "colour": _colour}
-# Strategies whose pixels are painted on the normal image, not rendered by the generator (no G call).
-PAINTED = ("stroke", "chip", "colour")
-
-
-def plan_edit(strategy: str, edge: np.ndarray, foreground: np.ndarray, regions: np.ndarray | None,
-              other_edge: np.ndarray | None, rng: np.random.Generator, *,
-              other_regions: np.ndarray | None = None, rule: ScaleRule | None = None,
-              semantic_p: float | None = None, attempts: int = ATTEMPTS) -> Edit | None:
-    """Plan one edit of `strategy` on the normal edge map, or None when no valid region is found.
-
-    Regions are semantic (a label of `regions`, dilated a few px so the part's outline is inside) with
-    probability `semantic_p` (default: SEMANTIC_P of the strategy's kind), else arbitrary (three random
-    shapes). Each attempt draws a region and an edit;
-    an attempt whose region breaks the scale `rule` or that changes too little is redrawn, up to `attempts`
-    times, with the same rng. `other_edge`/`other_regions` are another normal image's edge and label maps
-    (None: the image itself). Regions are clipped to the foreground dilated by the same few px.
-    """
-    if strategy not in _PLANNERS:
-        raise ValueError(f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
-    edge = np.asarray(edge, np.float32)
-    foreground = np.asarray(foreground, bool)
-    if not foreground.any():
-        return None
-    rule = rule or ScaleRule()
-    if strategy in ("stroke", "chip"):  # painted, no generator to protect: a small crack or chip is fine
-        rule = replace(rule, min_area=0.0)
-    semantic_p = SEMANTIC_P[KIND_OF[strategy]] if semantic_p is None else semantic_p
-    pad = max(2, round(3 * min(edge.shape) / 256))
-    if other_edge is None:
-        other_edge, other_regions = edge, regions if other_regions is None else other_regions
-    allowed = dilate(foreground, pad)
-    for _ in range(attempts):
-        if strategy in ("stroke", "chip"):  # they pick their own surface (synth.damage)
-            target = _Target(np.zeros_like(foreground), "surface")
-        else:
-            target = _choose_target(regions, foreground, rng, semantic_p, pad, edge,
-                                    on_parts=KIND_OF[strategy] == "logical")
-            if not target.mask.any():
-                continue
-        made = _PLANNERS[strategy](edge=edge, target=target, other_edge=np.asarray(other_edge, np.float32),
-                                   other_regions=other_regions, foreground=foreground, rng=rng, pad=pad,
-                                   regions=regions)
-        if made is None:
-            continue
-        new, region, params = made
-        region = region & allowed
-        new = np.where(region, new, edge).astype(np.float32)
-        box = bbox_of(region)
-        if box is None or not rule.accepts(region, foreground, edge):
-            continue
-        params = {"region": target.source, "label": target.label} | params
-        return Edit(new, region, KIND_OF[strategy], strategy, box, params)
-    return None
