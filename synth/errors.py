@@ -23,3 +23,7 @@ class CheckpointError(LogicalError):
 
 class ArchiveError(LogicalError):
     """An archive is unsafe, truncated or tampered with."""
+
+
+class FolderBusyError(LogicalError):
+    """Another process holds the write lock of an output folder or file (synth.lock)."""
