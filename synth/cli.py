@@ -62,7 +62,7 @@ def fit_generator_command(dataset: str, root: str | None, category: str, preset:
     """
     from pathlib import Path
 
-    from synth.render.fitting import fit_for_category
+    from synth.render.fitting import fit_for_category  # holds the write lock of its --out (synth.lock)
 
     def opt_path(p: str | None) -> Path | None:
         return Path(p) if p else None
@@ -85,20 +85,27 @@ def pack_command(dataset_dir: str, out: str | None, with_generator: bool) -> Non
     """Pack a generated dataset into a plain tar (manifest.json first, DATASET.md, sources, shards)."""
     from pathlib import Path
 
-    from synth.store.archive import pack_dataset
+    from synth.store.archive import archive_identity, pack_dataset
 
     written = pack_dataset(Path(dataset_dir), Path(out) if out else None, with_generator)
     click.echo(f"wrote {written} ({written.stat().st_size / 1e6:.1f} MB)")
+    click.echo(f"identity (sha256 of its manifest.json): {archive_identity(written)}")
+    click.echo(f"publish it next to the download; receivers check with: logical-synth verify {written.name} "
+               f"--expect {archive_identity(written)}")
 
 
 @cli.command("verify")
 @click.argument("path", type=click.Path())
-def verify_command(path: str) -> None:
+@click.option("--expect", default=None, metavar="SHA256",
+              help="Identity the sender published (printed by pack): refuse an archive whose manifest differs.")
+def verify_command(path: str, expect: str | None) -> None:
     """Check a generated dataset (directory or .tar): every file, size, sha256, schema and sample count."""
     from pathlib import Path
 
-    from synth.store.archive import verify_path
+    from synth.store.archive import check_identity, verify_path
 
+    if expect is not None:
+        check_identity(Path(path), expect)
     result = verify_path(Path(path))
     if result.problems:
         listing = "\n  ".join(result.problems)
@@ -137,9 +144,11 @@ def export_command(path: str, fmt: str, out: str) -> None:
     """Export a generated dataset (directory or .tar) as PNG folders for anomalib's MVTec/Folder loaders."""
     from pathlib import Path
 
+    from synth.lock import folder_lock
     from synth.store.export import export_mvtec
 
-    click.echo(str(export_mvtec(Path(path), Path(out))))
+    with folder_lock(Path(out)):
+        click.echo(str(export_mvtec(Path(path), Path(out))))
 
 
 # ---- build (build helper)
