@@ -63,7 +63,8 @@ def file_lock(path: Path, wait: bool = False) -> Iterator[Path]:
 
 def holder_info() -> dict:
     """This process as a lock holder: pid, host, command line and start time (UTC, ISO 8601)."""
-    return {"pid": os.getpid(), "host": socket.gethostname(), "command": shlex.join(getattr(sys, "orig_argv", sys.argv)),
+    command = shlex.join(getattr(sys, "orig_argv", sys.argv))
+    return {"pid": os.getpid(), "host": socket.gethostname(), "command": command,
             "started": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 

@@ -11,7 +11,6 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from synth.datasets.bitdepth import png_header
 from synth.errors import ImageError
 
 _ORIENT = {2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
@@ -72,27 +71,3 @@ def colour_channels(img: np.ndarray) -> np.ndarray:
 def _alpha(img: np.ndarray) -> np.ndarray | None:
     return img[:, :, -1] if img.ndim == 3 and img.shape[2] in (2, 4) else None
 
-
-def read_layers(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
-    """(colour, alpha) of a file: colour as `colour_channels` gives it, alpha (H, W) of the file's dtype or None.
-
-    OpenCV turns RGBA, LA and palette-with-tRNS PNGs into BGRA, but drops the tRNS key of a grey PNG (one grey
-    level marked transparent, PNG spec 11.3.2.1): that key becomes an alpha of 0 / full here, so every PNG
-    container that can carry transparency yields its alpha. ImageError as `read_raw`.
-    """
-    raw = read_raw(path)
-    alpha = _alpha(raw)
-    if alpha is None and raw.ndim == 2:
-        alpha = _grey_key_alpha(Path(path), raw)
-    return colour_channels(raw), alpha
-
-
-def _grey_key_alpha(path: Path, raw: np.ndarray) -> np.ndarray | None:
-    head = png_header(path)
-    if head is None or head.colour_type != 0 or not head.trns or len(head.trns) < 2:
-        return None
-    key = int.from_bytes(head.trns[:2], "big")
-    if head.bit_depth < 8:                  # OpenCV scales 1/2/4-bit grey up to 0..255
-        key = key * 255 // ((1 << head.bit_depth) - 1)
-    full = np.iinfo(raw.dtype).max
-    return np.where(raw == key, 0, full).astype(raw.dtype)

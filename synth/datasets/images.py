@@ -6,8 +6,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from synth.datasets.bitdepth import significant_bits
-from synth.datasets.decode import _alpha, colour_channels, read_layers, read_raw
+from synth.datasets.bitdepth import png_header, significant_bits
+from synth.datasets.decode import _alpha, colour_channels, read_raw
 from synth.errors import ImageError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -53,6 +53,31 @@ def load_rgb(path: Path, bits: int | None = None) -> np.ndarray:
         a = to_uint8(alpha, path, alpha_bits).astype(np.float32)[:, :, None] / 255.0
         img = np.clip(np.rint(img.astype(np.float32) * a + 255.0 * (1.0 - a)), 0, 255).astype(np.uint8)
     return np.ascontiguousarray(img)
+
+
+def read_layers(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """(colour, alpha) of a file: colour as `colour_channels` gives it, alpha (H, W) of the file's dtype or None.
+
+    OpenCV turns RGBA, LA and palette-with-tRNS PNGs into BGRA, but drops the tRNS key of a grey PNG (one grey
+    level marked transparent, PNG spec 11.3.2.1): that key becomes an alpha of 0 / full here, so every PNG
+    container that can carry transparency yields its alpha. ImageError as `read_raw`.
+    """
+    raw = read_raw(path)
+    alpha = _alpha(raw)
+    if alpha is None and raw.ndim == 2:
+        alpha = _grey_key_alpha(Path(path), raw)
+    return colour_channels(raw), alpha
+
+
+def _grey_key_alpha(path: Path, raw: np.ndarray) -> np.ndarray | None:
+    head = png_header(path)
+    if head is None or head.colour_type != 0 or not head.trns or len(head.trns) < 2:
+        return None
+    key = int.from_bytes(head.trns[:2], "big")
+    if head.bit_depth < 8:                  # OpenCV scales 1/2/4-bit grey up to 0..255
+        key = key * 255 // ((1 << head.bit_depth) - 1)
+    full = np.iinfo(raw.dtype).max
+    return np.where(raw == key, 0, full).astype(raw.dtype)
 
 
 def load_mask(path: Path) -> np.ndarray:

@@ -17,8 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from synth.datasets.decode import read_layers
-from synth.datasets.images import alpha_shape
+from synth.datasets.images import alpha_shape, read_layers
 from synth.errors import DatasetError
 
 ASPECT_TOLERANCE = 0.02  # relative difference of height/width allowed between a label image and its photo
