@@ -64,8 +64,13 @@ def _free(regions: np.ndarray, foreground: np.ndarray, moving: tuple[int, ...], 
 
 def _lands(footprint: np.ndarray, m: np.ndarray, free: np.ndarray) -> np.ndarray | None:
     """The footprint moved by the 2x3 matrix `m`, or None when it leaves the image or the free area."""
-    moved = _warp(footprint.astype(np.float32), m) > 0.5
-    if moved.sum() < 0.95 * footprint.sum() or (moved & ~free).sum() > 0.02 * moved.sum():
+    ys, xs = np.nonzero(footprint)
+    x, y = m @ np.stack([xs, ys, np.ones_like(xs)]).astype(np.float64)
+    h, w = footprint.shape
+    if x.min() < 0 or y.min() < 0 or x.max() > w - 1 or y.max() > h - 1:
+        return None
+    moved = _warp(footprint.astype(np.float32), m) >= 0.5
+    if not moved.any() or (moved & ~free).sum() > 0.02 * moved.sum():
         return None
     return moved
 
@@ -103,7 +108,7 @@ def plan_move(edge, regions, foreground, rng, pad, **_):
     for _ in range(TRIES):
         angle = float(rng.uniform(-180, 180)) if rng.random() < 0.5 else float(rng.uniform(-15, 15))
         dist, theta = float(rng.uniform(0.6, 2.0)) * size, float(rng.uniform(0, 2 * np.pi))
-        to = (centre[0] + dist * np.cos(theta), centre[1] + dist * np.sin(theta))
+        to = (round(centre[0] + dist * np.cos(theta)), round(centre[1] + dist * np.sin(theta)))
         m = _affine_about(centre, to, angle, 1.0)
         moved = _lands(carry, m, free)
         if moved is not None:
@@ -120,7 +125,7 @@ def plan_swap(edge, regions, foreground, rng, pad, **_):
     for _ in range(TRIES):
         a, b = (int(k) for k in rng.choice(labels, 2, replace=False))
         free = _free(regions, foreground, (a, b), pad)
-        ca, cb = (tuple(float(v) for v in np.argwhere(regions == k).mean(axis=0)[::-1]) for k in (a, b))
+        ca, cb = (tuple(float(round(v)) for v in np.argwhere(regions == k).mean(axis=0)[::-1]) for k in (a, b))
         ma, mb = _affine_about(ca, cb, 0.0, 1.0), _affine_about(cb, ca, 0.0, 1.0)
         moved_a, moved_b = _lands(_carry(regions, a), ma, free), _lands(_carry(regions, b), mb, free)
         if moved_a is None or moved_b is None:
