@@ -214,3 +214,21 @@ def test_fill_hole_copies_texture_and_changes_only_the_hole():
     assert np.array_equal(out[~hole], img[~hole].astype(np.float32))
     # the stripes continue through the hole (a blur would average them to ~120 everywhere)
     assert np.abs(out[hole] - img[hole]).mean() < 8 and out[hole][:, 0].std() > 15
+
+
+def test_show_all_draws_one_row_per_strategy(toybox_root, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from synth.cli import cli
+    from synth.datasets.images import load_rgb
+
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "all.png"
+    n = len(STRATEGIES)
+    result = CliRunner().invoke(cli, ["show", "--dataset", "toybox", "--root", str(toybox_root), "--category",
+                                      "bag", "--n", str(n), "--size", "64", "--out", str(out),
+                                      "--strategies", "all"])
+    assert result.exit_code == 0, result.output
+    assert f"({n} samples" in result.output and "fell back to perlin" in result.output
+    band = 14
+    assert load_rgb(out).shape[0] == (band + 6) + band + n * (64 + band + 2)
