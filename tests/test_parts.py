@@ -1,5 +1,5 @@
-"""Whole-part logical edits (remove_part, move, swap, resize, recolour): honest masks, both places labelled,
-the other image's colour, the drawn stretch factor, the carrier fill, and no generator call."""
+"""Whole-part logical edits (remove_part, move, swap, resize, recolour, replace_part): honest masks, both
+places labelled, the other image's colour, the drawn stretch factor, the carrier fill, and no generator call."""
 
 import json
 from collections import Counter
@@ -78,16 +78,18 @@ def test_synthetic_scene_masks_are_honest(strategy, seed, scene):
     result = paint_part(img, labels, src.foreground, edit, (other_img, other_labels))
     assert result.reason is None
     _check_honest(img, edit.region, result)
-    footprint = np.isin(labels, [edit.params["label"], edit.params.get("other_label", -1)])
+    gone = [edit.params["label"]] + ([edit.params["other_label"]] if strategy == "swap" else [])
     if strategy != "recolour":
-        assert result.mask[footprint].mean() > 0.95                  # where the part(s) were is labelled
-    if strategy in ("move", "swap"):                                 # ... and where they are now
+        assert result.mask[np.isin(labels, gone)].mean() > 0.95      # where the part(s) were is labelled
+    if strategy in ("move", "swap", "replace_part"):                 # ... and where they are now
         for key, label in (("matrix", "label"), ("other_matrix", "other_label")):
             if key in edit.params:
+                owner, pixels = (other_labels, other_img) if strategy == "replace_part" else (labels, img)
+                label = edit.params["other_label" if strategy == "replace_part" else label]
                 m = np.asarray(edit.params[key])
-                now = cv2.warpAffine((labels == edit.params[label]).astype(np.float32), m, (SIZE, SIZE)) > 0.5
+                now = cv2.warpAffine((owner == label).astype(np.float32), m, (SIZE, SIZE)) > 0.5
                 assert now.any() and result.mask[now].mean() > 0.95
-                colour = img[labels == edit.params[label]].mean(axis=0)
+                colour = pixels[owner == label].mean(axis=0)
                 assert np.abs(result.anomaly[now].mean(axis=0) - colour).max() < 25   # the part really is there
 
 
@@ -183,9 +185,13 @@ def test_toybox_part_edits_are_honest_and_label_both_places(toybox_sources, cate
         if strategy in ("remove_part", "move", "swap"):
             gone = np.isin(src.regions, [edit.params["label"], edit.params.get("other_label", -1)])
             assert result.mask[gone].mean() > 0.95
-        if strategy in ("move", "swap"):
+        if strategy == "replace_part":
+            assert result.mask[src.regions == edit.params["label"]].mean() > 0.95
+        if strategy in ("move", "swap", "replace_part"):
+            owner = other.regions if strategy == "replace_part" else src.regions
+            label = edit.params["other_label" if strategy == "replace_part" else "label"]
             m = np.asarray(edit.params["matrix"])
-            now = cv2.warpAffine((src.regions == edit.params["label"]).astype(np.float32), m, (SIZE, SIZE)) > 0.5
+            now = cv2.warpAffine((owner == label).astype(np.float32), m, (SIZE, SIZE)) > 0.5
             assert result.mask[now].mean() > 0.95
     assert accepted >= (1 if strategy == "recolour" else 3)   # normal toybox colours vary little
 

@@ -6,6 +6,8 @@ MVTec LOCO AD, Bergmann et al. 2022: missing, misplaced, swapped, wrong size, wr
   swap         two parts of one image exchange places
   resize       a part stretched or shrunk along its main axis (PCA of its footprint) by a drawn factor
   recolour     a part takes the colour of the same part in another normal image (Lab statistics transfer)
+  replace_part a part is swapped for another kind of part taken, pixels and all, from another normal image
+               (the edge-map `replace` renders the other image's part with the generator instead)
 
 Why pixels and not the generator: these edits move or remove regions of up to a fifth of the object, far
 over what a small edge-to-image generator renders without collapsing (the scale rule exists for it), and
@@ -31,12 +33,13 @@ from synth.edit.fill import fill_hole
 from synth.edit.geometry import dilate
 from synth.features.jnd import jnd_map
 
-PARTS = ("remove_part", "move", "swap", "resize", "recolour")
-NEEDS_OTHER = ("recolour",)  # strategies that read the other normal image's pixels (synth.pipeline passes them)
+PARTS = ("remove_part", "move", "swap", "resize", "recolour", "replace_part")
+NEEDS_OTHER = ("recolour", "replace_part")  # they read the other normal image's pixels (synth.pipeline passes them)
 VISIBLE_JND = 0.5   # as synth.edit.damage: a pixel is labelled when its colour moved this many JNDs ...
 MIN_STEP = 2.0      # ... and at least this many Lab levels
 MIN_VISIBLE = 0.2   # reject ("empty_mask") when less than this share of the footprints visibly changed
 SHRINK, GROW = (0.6, 0.85), (1.2, 1.5)   # resize factors: a shorter / a longer part
+UNLIKE = 0.5        # replace_part: a part whose `part_costs` is at least this is another kind of part
 TRIES = 12          # placements drawn per planning attempt (move, swap, resize)
 
 
@@ -186,13 +189,12 @@ def _shape(footprint: np.ndarray) -> tuple[float, float, np.ndarray]:
     return float(len(pts)), float(np.sqrt(max(vals[-1], 1e-6) / max(vals[0], 1e-6))), pts.mean(axis=0)
 
 
-def matching_part(regions: np.ndarray, label: int, other_regions: np.ndarray) -> int | None:
-    """The label of `other_regions` that is the same part as `label` of `regions`: the one with the closest
-    area and elongation, at the closest place, overlapping most (images of one category are aligned roughly
-    or not at all, so overlap and place help where they can and shape decides otherwise). None: no parts."""
+def part_costs(regions: np.ndarray, label: int, other_regions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(labels of `other_regions`, how unlike part `label` of `regions` each is): the difference of log area
+    and log elongation, plus twice the centroid distance over the image diagonal, minus the overlap (IoU).
+    Images of one category are aligned roughly or not at all, so overlap and place help where they can and
+    shape decides otherwise."""
     labels = _labels(other_regions)
-    if not len(labels):
-        return None
     part = regions == label
     area, elong, centre = _shape(part)
     diag = float(np.hypot(*regions.shape))
@@ -203,7 +205,14 @@ def matching_part(regions: np.ndarray, label: int, other_regions: np.ndarray) ->
         iou = float((part & other).sum()) / float((part | other).sum())
         costs.append(abs(np.log(a / area)) + abs(np.log(e / elong)) + 2.0 * float(np.hypot(*(c - centre))) / diag
                      - iou)
-    return int(labels[int(np.argmin(costs))])
+    return labels, np.asarray(costs, np.float64)
+
+
+def matching_part(regions: np.ndarray, label: int, other_regions: np.ndarray) -> int | None:
+    """The label of `other_regions` that is the same part as `label` of `regions` (the least `part_costs`);
+    None when it has no parts."""
+    labels, costs = part_costs(regions, label, other_regions)
+    return int(labels[int(np.argmin(costs))]) if len(labels) else None
 
 
 def plan_recolour(edge, regions, other_regions, rng, pad, **_):
@@ -216,8 +225,32 @@ def plan_recolour(edge, regions, other_regions, rng, pad, **_):
     return edge.astype(np.float32, copy=True), dilate(regions == label, pad), {"label": label, "other_label": match}
 
 
+def plan_replace_part(edge, regions, foreground, other_edge, other_regions, rng, pad, **_):
+    label = _pick(regions, rng)
+    if label is None or other_regions is None or not other_regions.any():
+        return None
+    labels, costs = part_costs(regions, label, other_regions)
+    unlike = labels[costs >= UNLIKE]          # another kind of part, not this part's twin
+    if not len(unlike):
+        return None
+    other = int(unlike[rng.integers(len(unlike))])
+    part, free = regions == label, _free(regions, foreground, (label,), pad)
+    (cy, cx), (oy, ox) = np.argwhere(part).mean(axis=0), np.argwhere(other_regions == other).mean(axis=0)
+    angle = float(rng.uniform(-180, 180))
+    m = _affine_about((float(round(ox)), float(round(oy))), (float(round(cx)), float(round(cy))), angle, 1.0)
+    moved = _lands(_carry(other_regions, other), m, free)
+    if moved is None:
+        return None
+    holes = dilate(part, pad)
+    region = holes | dilate(moved, pad)
+    new = np.maximum(np.where(holes, 0.0, edge),
+                     np.clip(_warp(np.where(dilate(other_regions == other, pad), other_edge, 0.0).astype(np.float32),
+                                   m), 0, 1)).astype(np.float32)
+    return new, region, {"label": label, "other_label": other, "angle": round(angle, 2), "matrix": _matrix(m)}
+
+
 PLANNERS = {"remove_part": plan_remove_part, "move": plan_move, "swap": plan_swap, "resize": plan_resize,
-            "recolour": plan_recolour}
+            "recolour": plan_recolour, "replace_part": plan_replace_part}
 
 
 def transfer_colour(image: np.ndarray, part: np.ndarray, other: np.ndarray, other_part: np.ndarray) -> np.ndarray:
@@ -248,13 +281,17 @@ def _layer(normal: np.ndarray, regions: np.ndarray, foreground: np.ndarray, edit
     out = fill_hole(normal, dilate(parts, pad), carrier)
     if edit.strategy == "remove_part":
         return out, parts
-    keys = ["matrix"] + (["other_matrix"] if edit.strategy == "swap" else [])
+    pixels, owner, keys = normal, regions, ["matrix"] + (["other_matrix"] if edit.strategy == "swap" else [])
+    if edit.strategy == "replace_part":      # the other image's part, moved onto this one's place
+        if other is None:
+            raise ValueError("replace_part needs the other normal image and its regions")
+        pixels, owner, labels = other[0], other[1], [p["other_label"]]
     moved_all = np.zeros_like(parts)
     for label, key in zip(labels, keys, strict=True):
         m = np.asarray(p[key], np.float64)
-        source = regions == label if edit.strategy == "resize" else _carry(regions, label)
+        source = owner == label if edit.strategy == "resize" else _carry(owner, label)
         alpha = np.clip(_warp(source.astype(np.float32), m), 0.0, 1.0)[..., None]
-        moved = cv2.warpAffine(normal, m, (normal.shape[1], normal.shape[0]), flags=cv2.INTER_LINEAR,
+        moved = cv2.warpAffine(pixels, m, (pixels.shape[1], pixels.shape[0]), flags=cv2.INTER_LINEAR,
                                borderMode=cv2.BORDER_REFLECT).astype(np.float32)
         out = out * (1.0 - alpha) + moved * alpha
         moved_all |= alpha[..., 0] > 0.5
