@@ -175,7 +175,9 @@ def export_command(path: str, fmt: str, out: str) -> None:
               help="PiDiNet checkpoint (table5_pidinet.pth) for --edges pidinet.")
 @click.option("--strategies", default=None,
               help="Comma-separated edit strategies (default: remove,replace,merge,stroke,chip,colour; "
-                   "also jitter, warp).")
+                   "also jitter, warp, and the whole-part logical edits painted with real pixels: remove_part "
+                   "(a whole part missing), move (misplaced), swap (two parts exchanged), resize (stretched or "
+                   "shrunk along its axis), recolour (the colour of the same part in another normal image)).")
 @click.option("--mix", default=defaults.MIX, show_default=True,
               help="Weights of the anomaly kinds for the logical synthesizer.")
 @click.option("--synthesizer", type=click.Choice(["logical", "perlin", "both"]), default=defaults.SYNTHESIZER,
@@ -258,7 +260,9 @@ def scan_command(dataset: str, root: str | None, category: str | None, as_json: 
 @click.option("--size", type=click.IntRange(min=16), default=256, show_default=True,
               help="Square image size in pixels.")
 @click.option("--strategies", default=",".join(("remove", "replace", "merge", "stroke", "chip")),
-              show_default=True, help="Comma-separated edit strategies, used in turn (also: jitter, colour, warp).")
+              show_default=True,
+              help="Comma-separated edit strategies, used in turn (also: jitter, colour, warp, remove_part, move, "
+                   "swap, resize, recolour), or `all`: every strategy, one row each (use --n to see them all).")
 @click.option("--edges", type=click.Choice(["classic", "pidinet"]), default=defaults.EDGES, show_default=True,
               help="Edge extractor (must match the generator's).")
 @click.option("--pidinet-weights", type=click.Path(), default=None,
@@ -278,7 +282,8 @@ def show_command(dataset: str, root: str | None, category: str | None, n: int, o
     from synth.edit.strategies import STRATEGIES
     from synth.preview import run_show
 
-    names = [s.strip() for s in strategies.split(",") if s.strip()]
+    names = list(STRATEGIES) if strategies.strip() == "all" else [s.strip() for s in strategies.split(",")
+                                                                    if s.strip()]
     unknown = [s for s in names if s not in STRATEGIES]
     if not names or unknown:
         raise click.BadParameter(f"unknown {unknown or names}; choose from {', '.join(STRATEGIES)}",
