@@ -23,3 +23,7 @@ class CheckpointError(LogicalError):
 
 class ArchiveError(LogicalError):
     """An archive is unsafe, truncated or tampered with."""
+
+
+class ExportError(LogicalError):
+    """An export cannot be written (output folder in the way, optional dependency missing)."""
