@@ -40,6 +40,7 @@ GROUP_BYTES = 64 << 20        # ... and a row group never buffers more than this
 MAX_FILE_BYTES = 500 << 20    # Parquet file size the Hub recommends for shards (datasets' push_to_hub default)
 PNG_CACHE = 256               # encoded normal images kept (a normal is shared by many samples)
 IMAGE_COLUMNS = ("anomaly", "normal", "mask")
+SCALAR_COLUMNS = ("index", "kind", "strategy", "source", "seed")
 
 
 def require_pyarrow() -> tuple[Any, Any]:
@@ -119,6 +120,8 @@ def rows(ds: GeneratedDataset, strategies: list[str]) -> Iterator[dict]:
     """One row per sample in index order, with images as `{"bytes": PNG, "path": None}`."""
     normals, paths = _NormalPngs(), {}
     for i in progress(range(len(ds)), "export hf", total=len(ds)):
+        if i and i % ds.shard_size == 0:
+            ds.close()      # GeneratedDataset keeps every shard it read open (~2 MB each): let the last one go
         s = ds[i]
         src = s.meta["source"]
         if src not in paths:
@@ -158,7 +161,9 @@ class ParquetFiles:
         if self._writer is None:
             self.parts.append(self.directory / f"part-{len(self.parts):05d}.parquet")
             self._file = open(self.parts[-1], "wb")
-            self._writer = self.pq.ParquetWriter(self._file, self.schema, compression="none")
+            # PNG bytes are compressed already; min/max statistics only for the scalar columns (not for PNGs)
+            self._writer = self.pq.ParquetWriter(self._file, self.schema, compression="none",
+                                                 write_statistics=list(SCALAR_COLUMNS))
         table = self.pa.Table.from_pylist(self._buffer, schema=self.schema)
         self._writer.write_table(table, row_group_size=len(self._buffer))
         self.arrow_bytes += table.nbytes
