@@ -141,9 +141,12 @@ def export_command(path: str, fmt: str, out: str) -> None:
     from pathlib import Path
 
     if fmt == "hf":
+        from synth.console import say
         from synth.export_hf import export_hf
 
-        click.echo(str(export_hf(Path(path), Path(out))))
+        written = export_hf(Path(path), Path(out))
+        say(f"publish with the Hub's CLI: hf upload USER/REPO {written} . --repo-type dataset")
+        click.echo(str(written))
         return
     from synth.export import export_mvtec
 

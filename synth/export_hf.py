@@ -213,7 +213,7 @@ def export_hf(path: Path, out: Path, cache_dir: Path | None = None, rows_per_gro
     0/255), kind and strategy (ClassLabel), source (int32 index into the build's sources) and source_path, seed
     (uint64), bbox (int32 x0, y0, x1, y1; end exclusive). Written in a temporary sibling folder, then renamed.
     Raises ExportError when pyarrow is missing or `out` is a file or a non-empty folder; ShardError/
-    ArchiveError when the input is not a valid generated dataset.
+    ArchiveError when the input is not a valid generated dataset; ExportError when it holds no samples.
     """
     from synth.hf_card import dataset_card
     from synth.inspect import write_sheet
@@ -222,6 +222,8 @@ def export_hf(path: Path, out: Path, cache_dir: Path | None = None, rows_per_gro
     require_pyarrow()
     _check_out(out)
     with GeneratedDataset(open_dataset_path(path, cache_dir), verify=path.is_dir()) as ds:
+        if len(ds) == 0:
+            raise ExportError(f"{path}: the dataset holds no samples; nothing to export")
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", suffix=".tmp", dir=out.parent))
         try:
@@ -235,12 +237,10 @@ def export_hf(path: Path, out: Path, cache_dir: Path | None = None, rows_per_gro
             except BaseException:
                 files.abort()
                 raise
-            if len(ds):
-                write_sheet(ds.directory, tmp / SHEET, sheet_samples)
+            write_sheet(ds.directory, tmp / SHEET, sheet_samples)
             shutil.copyfile(ds.directory / MANIFEST, tmp / MANIFEST)
             sizes = {f"{DATA_DIR}/{p.name}": p.stat().st_size for p in parquet}
-            card = dataset_card(ds.manifest, strategies, sizes, files.arrow_bytes, _sha256(tmp / MANIFEST),
-                                SHEET if len(ds) else None)
+            card = dataset_card(ds.manifest, strategies, sizes, files.arrow_bytes, _sha256(tmp / MANIFEST), SHEET)
             (tmp / CARD).write_text(card, encoding="utf-8")
             _check_out(out)
             if out.is_dir():

@@ -127,7 +127,7 @@ def _table(counts: dict, column: str) -> list[str]:
 
 
 def dataset_card(manifest: dict, strategies: list[str], parquet_sizes: dict[str, int], arrow_bytes: int,
-                 manifest_sha256: str, sheet: str | None) -> str:
+                 manifest_sha256: str, sheet: str) -> str:
     """README.md text: the YAML header, then what the data is, how to load it, counts, config, provenance."""
     m, counts = manifest, manifest.get("counts", {})
     n, name = total_samples(m), f"{m.get('dataset')} / {m.get('category')}"
@@ -137,9 +137,8 @@ def dataset_card(manifest: dict, strategies: list[str], parquet_sizes: dict[str,
              f"`{m.get('dataset')}` category `{m.get('category')}`. Each row holds the image with the anomaly, "
              "the normal image it was made from and the mask of the pixels it changed, for training anomaly "
              "localization models.", ""]
-    if sheet:
-        lines += [f"![contact sheet: normal, anomaly, mask overlay]({sheet})", ""]
-    lines += ["## Load", "", "```python", "from datasets import load_dataset", "",
+    lines += [f"![contact sheet: normal, anomaly, mask overlay]({sheet})", "",
+              "## Load", "", "```python", "from datasets import load_dataset", "",
               'ds = load_dataset("parquet", data_dir="path/to/this/folder")["train"]',
               '# or, once uploaded: load_dataset("<user>/<repo>")["train"]',
               'mask = ds[0]["mask"]  # PIL image, 0/255', "```", "",
