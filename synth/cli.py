@@ -136,16 +136,29 @@ def inspect_command(path: str, as_json: bool, sheet: str | None, n: int) -> None
 
 @cli.command("export")
 @click.argument("path", type=click.Path())
-@click.option("--format", "fmt", type=click.Choice(["mvtec"]), default="mvtec", show_default=True,
-              help="Folder layout to write (mvtec: train/good, test/<strategy>, ground_truth/<strategy>).")
+@click.option("--format", "fmt", type=click.Choice(["mvtec", "hf"]), default="mvtec", show_default=True,
+              help="mvtec: PNG folders train/good, test/<strategy>, ground_truth/<strategy>; hf: Parquet files "
+                   "and a dataset card for Hugging Face `datasets` (needs pip install 'logical[hub]').")
 @click.option("--out", type=click.Path(file_okay=False), required=True,
-              help="Folder that receives <category>/ (like an MVTec AD root).")
+              help="mvtec: folder that receives <category>/ (like an MVTec AD root); hf: the folder to write "
+                   "(new or empty).")
 def export_command(path: str, fmt: str, out: str) -> None:
-    """Export a generated dataset (directory or .tar) as PNG folders for anomalib's MVTec/Folder loaders."""
+    """Export a generated dataset (directory or .tar) as PNG folders for anomalib's MVTec/Folder loaders, or
+    as a Hugging Face dataset folder (upload it with the Hub's CLI: see the README)."""
     from pathlib import Path
 
-    from synth.lock import folder_lock
+    from synth.lock import file_lock, folder_lock
     from synth.store.export import export_mvtec
+
+    if fmt == "hf":  # its --out must be new or empty (written aside, then renamed): the lock lives beside it
+        from synth.console import say
+        from synth.store.export_hf import export_hf
+
+        with file_lock(Path(out)):
+            written = export_hf(Path(path), Path(out))
+        say(f"publish with the Hub's CLI: hf upload USER/REPO {written} . --repo-type dataset")
+        click.echo(str(written))
+        return
 
     with folder_lock(Path(out)):
         click.echo(str(export_mvtec(Path(path), Path(out))))

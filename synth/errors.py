@@ -27,3 +27,7 @@ class ArchiveError(LogicalError):
 
 class FolderBusyError(LogicalError):
     """Another process holds the write lock of an output folder or file (synth.lock)."""
+
+
+class ExportError(LogicalError):
+    """An export cannot be written (output folder in the way, optional dependency missing)."""
