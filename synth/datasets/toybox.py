@@ -2,8 +2,9 @@
 
 Categories: `tray` (synth.datasets.toybox_tray: four compartments with a fixed content), `bag`
 (synth.datasets.toybox_bag: loose parts whose count is the rule) and `bottle` (synth.datasets.toybox_bottle: a
-juice bottle whose liquid goes with its label's fruit). Their shared scene code is synth.datasets.toybox_scene. Ground truth follows LOCO: one PNG per defect region whose nonzero pixels carry the
-defect's pixel value in `defects_config.json`.
+juice bottle whose liquid goes with its label's fruit). Their shared scene code is synth.datasets.toybox_scene.
+Ground truth follows LOCO: one PNG per defect region whose nonzero pixels carry the defect's pixel value in
+`defects_config.json`. `defect_twin` gives a defect with the normal image it was drawn from, pixel-aligned.
 """
 
 from __future__ import annotations

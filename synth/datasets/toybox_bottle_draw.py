@@ -205,16 +205,20 @@ def _paint(scene: Bottle, bg: np.ndarray, light: np.ndarray, x0: int, x1: int) -
     body = _cov(polys["glass"] + polys["cap"], width)
     offset = light * (7.0, 5.0)
     shadow = cv2.GaussianBlur(_cov([p + offset for p in polys["glass"] + polys["cap"]], width), (0, 0), 4)
+    plain = bg.copy()  # seen through the glass: the bottle's own shadow falls behind it
     bg *= (1 - 0.32 * shadow)[:, :, None]
     bx, by = _frame_coords(scene.pose, width)
     u = bx / np.maximum(half_width(np.clip(by, NECK_TOP, BOTTOM)), 1).astype(np.float32)
     au = np.clip(np.abs(u), 0, 1)
     img = bg.copy()
     glass_cov = _cov(polys["glass"], width)
-    _blend(img, bg * np.array(scene.tints["glass"], np.float32) * (0.95 - 0.5 * au ** 6)[:, :, None], glass_cov)
+    _blend(img, plain * np.array(scene.tints["glass"], np.float32) * (0.95 - 0.5 * au ** 6)[:, :, None], glass_cov)
     liquid = np.array(FLAVOURS[scene.liquid], np.float32) * float(scene.tints["liquid"])
     depth = np.clip((by - LEVEL_TOP) / 40, 0, 1) * 0.08  # not the level: a level change stays in its band
-    _blend(img, liquid * (1.08 - 0.42 * au ** 2 - depth)[:, :, None], _cov(polys["liquid"], width))
+    # the full inside cut at the level: edges that do not depend on the level, so a level change stays local
+    below = np.clip((by - scene.level) * scene.pose.scale + 0.5, 0, 1)
+    inside = _cov([to_image(scene, liquid_outline(NECK_TOP))], width) * below
+    _blend(img, liquid * (1.08 - 0.42 * au ** 2 - depth)[:, :, None], inside)
     surface = to_image(scene, np.array([[-half_width(scene.level) + WALL, scene.level + 0.5],
                                         [half_width(scene.level) - WALL, scene.level + 0.5]]))
     cv2.polylines(img, [draw._pts(surface)], False, tuple(float(c) for c in np.minimum(liquid * 1.3 + 20, 255)),
