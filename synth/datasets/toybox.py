@@ -46,7 +46,8 @@ def defect_twin(category: str, seed: int, index: int, defect: str,
     """(normal, anomaly, masks) of toybox `category`: a normal scene rendered as an RGB uint8 (256, 320, 3)
     image, the same scene with `defect` (a name of the category's DEFECTS) added and rendered with the same
     render seed, and the defect's bool (256, 320) ground-truth regions (as the test split writes them). The
-    pair is pixel-aligned: outside the regions only faint shading (a moved tray part's soft shadow) differs.
+    pair is pixel-aligned: bottle pixels more than 2 px outside the regions differ by at most 2 grey levels;
+    tray and bag ones also where a part that came, went or broke casts its soft shadow (tests/test_toybox_bottle).
     Scenes come from the stream (seed, tag, index), apart from every split's (toybox_scene.make_twin), so an
     oracle training set can pair each defect with the normal it was drawn from. ValueError for an unknown
     category or defect."""
