@@ -30,9 +30,11 @@ TRAIN = ["--preset", "small", "--size", "32", "--batch-size", "2", "--workers", 
 
 @pytest.fixture(scope="module")
 def data(toybox_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The usage line's first command, run as written (no --category): a data folder with two categories."""
+    """The usage line's first command, for the toybox's two part categories (bottle is left out to keep this
+    short): a data folder with two categories."""
     out = tmp_path_factory.mktemp("data")
-    res = CliRunner().invoke(synth_cli, ["build", "--dataset", "toybox", "--root", str(toybox_root), "--n", "8",
+    res = CliRunner().invoke(synth_cli, ["build", "--dataset", "toybox", "--root", str(toybox_root), "--category",
+                                         "bag", "--category", "tray", "--n", "8",
                                          "--size", "64", "--shard-size", "4", "--synthesizer", "perlin",
                                          "--out", str(out)])
     assert res.exit_code == 0, res.output
@@ -62,17 +64,18 @@ def test_usage_line_trains_each_category_and_eval_scores_each(data, toybox_root,
                                    str(toybox_root), "--out", str(out), "--device", "cpu", "--heatmaps", "1"])
     assert res.exit_code == 0, res.output
     report = json.loads((out / "metrics.json").read_text())
-    assert [r["category"] for r in report["categories"]] == ["bag", "tray"] and report["scored"] == 2
-    for row in report["categories"]:
+    assert [r["category"] for r in report["categories"]] == ["bag", "bottle", "tray"] and report["scored"] == 2
+    assert "no checkpoint" in report["categories"][1]["error"]  # bottle: in the test data, not trained
+    for row in [r for r in report["categories"] if "scores" in r]:
         single = json.loads((out / row["category"] / "metrics.json").read_text())["metrics"]
         assert row["scores"]["logical_image_auroc"] == single["logical"]["image_auroc"]
         assert row["scores"]["mean_au_spro"] == single["mean"]["au_spro"]
         assert all(0.0 <= v <= 1.0 for v in row["scores"].values())
-    mean = np.mean([r["scores"]["structural_au_spro"] for r in report["categories"]])
+    mean = np.mean([r["scores"]["structural_au_spro"] for r in report["categories"] if "scores" in r])
     assert report["mean"]["structural_au_spro"] == pytest.approx(mean)
     table = (out / "metrics.md").read_text().splitlines()
-    assert [line.split("|")[1].strip() for line in table if line.startswith("| ")][1:] == ["bag", "tray",
-                                                                                        "**mean**"]
+    assert [line.split("|")[1].strip() for line in table if line.startswith("| ")][1:] == ["bag", "bottle",
+                                                                                        "tray", "**mean** (2 scored)"]
     assert "logical AU-sPRO" in table[2] and "mean AUROC" in table[2]
     sheet = load_rgb(out / "summary.png")
     assert sheet.shape[0] > 2 * 112 and sheet.shape[1] > 330 + 2 * 112  # two rows of text + two thumbnails
@@ -120,8 +123,9 @@ def test_unified_model_knows_both_categories_and_is_scored_per_category(data, to
                                    "--heatmaps", "0"])
     assert res.exit_code == 0, res.output
     report = json.loads((tmp_path / "eval" / "metrics.json").read_text())
-    assert [(r["category"], r["checkpoint"]) for r in report["categories"]] == [
-        ("bag", str(out / "model.pt")), ("tray", str(out / "model.pt"))]
+    assert [(r["category"], r.get("checkpoint")) for r in report["categories"]] == [
+        ("bag", str(out / "model.pt")), ("bottle", None), ("tray", str(out / "model.pt"))]
+    assert "not trained on it" in report["categories"][1]["error"]
     assert report["scored"] == 2 and report["mean"]["mean_image_auroc"] is not None
 
 
@@ -146,9 +150,9 @@ def test_a_category_that_cannot_be_scored_is_a_row_with_the_reason(data, toybox_
                                    "--heatmaps", "0"])
     assert res.exit_code == 0, res.output
     report = json.loads((tmp_path / "eval" / "metrics.json").read_text())
-    bag, tray = report["categories"]
+    bag, bottle, tray = report["categories"]
     assert "scores" not in bag and "no checkpoint" in bag["error"] and "bag/model.pt" in bag["error"]
-    assert "scores" in tray and report["scored"] == 1 and report["total"] == 2
+    assert "scores" not in bottle and "scores" in tray and report["scored"] == 1 and report["total"] == 3
     assert "| bag | not scored: no checkpoint" in (tmp_path / "eval" / "metrics.md").read_text()
     one = ["eval", "--checkpoint", str(runs), "--dataset", "toybox", "--root", str(toybox_root), "--device", "cpu",
            "--heatmaps", "0", "--out", str(tmp_path / "one"), "--category"]

@@ -58,7 +58,7 @@ def files(root: Path) -> dict[str, bytes]:
 def test_layout_read_back(toybox_root: Path) -> None:
     for name in ("mvtec_loco", "toybox"):
         r = open_dataset(name, toybox_root)
-        assert r.name == name and r.categories() == ["bag", "tray"]
+        assert r.name == name and r.categories() == ["bag", "bottle", "tray"]
         assert len(r.train_images("tray")) == 60 and len(r.validation_images("tray")) == 10
         counts = Counter((it.split, it.kind, it.label) for it in r.test_items("tray"))
         assert counts == {("good", None, 0): 20, ("logical_anomalies", "logical", 1): 24,

@@ -1,9 +1,10 @@
 """The built-in demo dataset: toybox scenes drawn by code, written in MVTec LOCO layout, one folder a category.
 
-Categories: `tray` (synth.datasets.toybox_tray: four compartments with a fixed content) and `bag`
-(synth.datasets.toybox_bag: loose parts whose count is the rule). Their shared scene code is
-synth.datasets.toybox_scene. Ground truth follows LOCO: one PNG per defect region whose nonzero pixels carry the
-defect's pixel value in `defects_config.json`.
+Categories: `tray` (synth.datasets.toybox_tray: four compartments with a fixed content), `bag`
+(synth.datasets.toybox_bag: loose parts whose count is the rule) and `bottle` (synth.datasets.toybox_bottle: a
+juice bottle whose liquid goes with its label's fruit). Their shared scene code is synth.datasets.toybox_scene.
+Ground truth follows LOCO: one PNG per defect region whose nonzero pixels carry the defect's pixel value in
+`defects_config.json`. `defect_twin` gives a defect with the normal image it was drawn from, pixel-aligned.
 """
 
 from __future__ import annotations
@@ -16,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from synth.datasets import toybox_bag, toybox_tray
+from synth.datasets import toybox_bag, toybox_bottle, toybox_tray
 from synth.datasets import toybox_draw as draw
 from synth.datasets.images import save_image
-from synth.datasets.toybox_scene import drawing
+from synth.datasets.toybox_scene import drawing, make_twin
 from synth.errors import DatasetError
 from synth.lock import file_lock
 
@@ -31,15 +32,36 @@ MARKER = ".toybox-complete.json"
 
 def part_masks(category: str, split: str, index: int, seed: int = 0) -> list[np.ndarray]:
     """bool (H, W) footprints (holes included), one per part, of image `index` of `split` (train, validation,
-    good, logical_anomalies, structural_anomalies) of toybox `category` (tray or bag) made with `seed`, at
-    the native 320x256 size and in the order the parts are drawn. Raises ValueError for another category."""
-    scene = _category(category).scene_for(seed, split, index)
+    good, logical_anomalies, structural_anomalies) of toybox `category` made with `seed`, at the native 320x256
+    size and in the order the parts are drawn (bottle: toybox_bottle.PARTS, less a missing label and its icon).
+    Raises ValueError for another category."""
+    module = _category(category)
+    scene = module.scene_for(seed, split, index)
+    if hasattr(module, "part_masks"):
+        return list(module.part_masks(scene).values())
     return [draw.footprint(drawing(scene, part)) for part in scene.parts]
+
+
+def defect_twin(category: str, seed: int, index: int, defect: str,
+                tag: str = "twin") -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    """(normal, anomaly, masks) of toybox `category`: a normal scene rendered as an RGB uint8 (256, 320, 3)
+    image, the same scene with `defect` (a name of the category's DEFECTS) added and rendered with the same
+    render seed, and the defect's bool (256, 320) ground-truth regions (as the test split writes them). The
+    pair is pixel-aligned: bottle pixels more than 2 px outside the regions differ by at most 2 grey levels;
+    tray and bag ones also where a part that came, went or broke casts its soft shadow (tests/test_toybox_bottle).
+    Scenes come from the stream (seed, tag, index), apart from every split's (toybox_scene.make_twin), so an
+    oracle training set can pair each defect with the normal it was drawn from. ValueError for an unknown
+    category or defect."""
+    m = _category(category)
+    normal, anomaly = make_twin(seed, tag, index, category, m.normal_scene, (m.LOGICAL, m.add_logical),
+                                (m.STRUCTURAL, m.add_structural), defect)
+    return m.render(normal), m.render(anomaly), [region for _, region in anomaly.regions]
 
 
 def categories() -> dict:
     """Toybox category name -> its scene module (CATEGORY, COUNTS, DEFECTS, VERSION, scene_for, render)."""
-    return {toybox_tray.CATEGORY: toybox_tray, toybox_bag.CATEGORY: toybox_bag}
+    return {toybox_tray.CATEGORY: toybox_tray, toybox_bag.CATEGORY: toybox_bag,
+            toybox_bottle.CATEGORY: toybox_bottle}
 
 
 def _category(name: str):
@@ -74,7 +96,7 @@ def _marker_seed(folder: Path) -> int | None:
 
 
 def materialise(root: Path, seed: int = 0) -> Path:
-    """Write every toybox category as `root/<category>/...` (tray, bag) unless a complete copy is there;
+    """Write every toybox category as `root/<category>/...` (tray, bag, bottle) unless a complete copy is there;
     returns `root`. Each is written into a temporary folder and renamed, so an interrupted run leaves no
     half dataset behind. DatasetError when a folder holds another seed's toybox or a partial one."""
     root = Path(root)

@@ -7,6 +7,7 @@ painted. Ground truth follows MVTec LOCO: one PNG per defect region carrying the
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field, replace
 
 import cv2
@@ -207,3 +208,23 @@ def make_scene(seed: int, split: str, index: int, category: str, normal, logical
                 continue
         return scene
     raise RuntimeError(f"toybox: no valid scene for {category} {split} {index}")  # pragma: no cover
+
+
+def make_twin(seed: int, tag: str, index: int, category: str, normal, logical: tuple, structural: tuple,
+              defect: str):
+    """(normal scene, the same scene with `defect` added): as `make_scene` draws an anomaly, from the stream
+    (seed, "<category>/<tag>/<defect>", index), so a tag other than a split name gives scenes no split holds.
+    Rendered, the two share the render seed, so they differ only where the defect is. ValueError for a defect
+    neither (defects, add) pair of the category knows."""
+    kinds = [pair for pair in (logical, structural) if defect in pair[0]]
+    if not kinds:
+        raise ValueError(f"toybox {category} has no defect {defect!r}; choose "
+                         f"{', '.join(logical[0] + structural[0])}")
+    add = kinds[0][1]
+    for sub in range(100):
+        rng = sample_rng(seed, f"{category}/{tag}/{defect}", index, sub)
+        scene = normal(rng)
+        anomaly = copy.deepcopy(scene)
+        if add(anomaly, defect, rng):
+            return scene, anomaly
+    raise RuntimeError(f"toybox: no valid twin for {category} {tag} {index} {defect}")  # pragma: no cover

@@ -77,7 +77,7 @@ def tray_part_masks(scene: Scene, size: int) -> np.ndarray:
     return out
 
 
-def _scene(category: str, split: str, index: int, seed: int) -> Scene:
+def _scene(category: str, split: str, index: int, seed: int):
     from synth.datasets.toybox import categories
 
     module = categories().get(category)
@@ -86,16 +86,38 @@ def _scene(category: str, split: str, index: int, seed: int) -> Scene:
     return module.scene_for(seed, split, index)
 
 
+def _bottle_polygons(scene) -> tuple[list[np.ndarray], list[list[np.ndarray]]]:
+    """(carrier, parts) of a bottle: the glass and cap's outlines, and the polygons of every other part."""
+    from synth.datasets.toybox_bottle_draw import part_polygons
+
+    polys = part_polygons(scene)
+    return polys["glass"] + polys["cap"], [p for name, p in polys.items() if name != "glass"]
+
+
 def part_masks(category: str, split: str, index: int, seed: int = 0, size: int = 256) -> np.ndarray:
-    """uint16 (size, size) part labels of toybox `category` (tray or bag) image `index` of `split`
-    (0 = no part, k = the scene's k-th part). ValueError for another category."""
-    return tray_part_masks(_scene(category, split, index, seed), size)
+    """uint16 (size, size) part labels of toybox `category` image `index` of `split` (0 = no part, k = the
+    scene's k-th part; bottle: its parts in toybox_bottle.PARTS order less the glass, which is the carrier,
+    later parts drawn over earlier ones). ValueError for another category."""
+    scene = _scene(category, split, index, seed)
+    if isinstance(scene, Scene):
+        return tray_part_masks(scene, size)
+    out = np.zeros((size, size), np.uint16)
+    for k, polys in enumerate(_bottle_polygons(scene)[1], start=1):
+        for poly in polys:
+            _fill(out, _scaled(poly, size), k)
+    return out
 
 
 def carrier_mask(category: str, split: str, index: int, seed: int = 0, size: int = 256) -> np.ndarray:
-    """bool (size, size): the carrier the parts lie on (the tray, or the bag's mat) in toybox `category`
-    image `index` of `split`."""
-    return tray_mask(_scene(category, split, index, seed), size)
+    """bool (size, size): the carrier the parts lie on (the tray, the bag's mat, the bottle's glass and cap)
+    in toybox `category` image `index` of `split`."""
+    scene = _scene(category, split, index, seed)
+    if isinstance(scene, Scene):
+        return tray_mask(scene, size)
+    out = np.zeros((size, size), np.uint8)
+    for poly in _bottle_polygons(scene)[0]:
+        _fill(out, _scaled(poly, size), 1)
+    return out > 0
 
 
 def covered(region: np.ndarray, mask: np.ndarray, pad: int, cover: float) -> bool:
