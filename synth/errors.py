@@ -23,3 +23,8 @@ class CheckpointError(LogicalError):
 
 class ArchiveError(LogicalError):
     """An archive is unsafe, truncated or tampered with."""
+
+
+class SampleError(LogicalError):
+    """Making one sample failed unexpectedly (a planner or compose bug met on real data); the message names
+    the category, sample index, strategy, source and seeds that reproduce it."""

@@ -46,6 +46,23 @@ def toybox_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_generator(toybox_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real generator fitted on toybox `tray` for one epoch at 64 px: enough to render, small enough for a
+    test (shared by the build tests)."""
+    import torch
+
+    from synth.render.fitting import fit_for_category
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("gen") / "generator.pt"
+    path = fit_for_category("toybox", toybox_root, "tray", size=64, preset="tiny", epochs=1, out=out,
+                            device="cpu", progress=False)
+    torch.set_num_threads(threads)
+    return path
+
+
+@pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny real (untrained) localization checkpoint at 32 px, for eval/predict tests."""
     import torch

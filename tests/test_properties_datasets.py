@@ -87,9 +87,11 @@ def _split_csv(kind: str, files: list[str], rng) -> bytes | None:
         return rng.bytes(30)
     if kind == "columns":
         return b"object,image\nbottle,x.png\n"
+    def pick() -> str:
+        return str(rng.choice(files)) if files and rng.random() < 0.8 else "missing/x.png"
+
     lines = ["object,split,label,image,mask"]
     for _ in range(int(rng.integers(0, 6))):
-        pick = (lambda: str(rng.choice(files)) if files and rng.random() < 0.8 else "missing/x.png")
         lines.append(",".join([str(rng.choice(["bottle", "Cable", ""])), str(rng.choice(["train", "test", "val"])),
                                str(rng.choice(["normal", "anomaly", "weird"])), pick(),
                                pick() if rng.random() < 0.7 else ""]))
