@@ -266,7 +266,8 @@ def make_samples(sources: Sources, indices: Sequence[int], seed: int, category: 
     pending sample, renders the logical ones in one batch, composes, and sends rejections to the next round
     with the next sub-seed. `rejections` counts reasons; `seconds` (optional) accumulates time per stage
     (plan, render, compose). `kind` is the renderer's (synth.edit.compose.Renderer): for "inpaint", R_A and R_N
-    of each sample are rendered on its own hole, all in the same call."""
+    of each sample are rendered on its own hole, all in the same call. A sample whose planning or compose raises
+    stops it with a SampleError, or with `config.skip_bad` takes the Perlin fallback (see the module docstring)."""
     seconds = Counter() if seconds is None else seconds
     pending = {i: 0 for i in indices}
     done: dict[int, tuple[Plan, Composed]] = {}
