@@ -142,10 +142,14 @@ def image_of(shape, foreground: np.ndarray, regions: np.ndarray | None, rng) -> 
 
 
 @st.composite
-def scenes(draw, foregrounds=FOREGROUNDS) -> Scene:
-    """A random scene (see the module docstring); `foregrounds` limits the foreground kinds drawn."""
-    h, w = draw(SIDES), draw(st.one_of(st.none(), SIDES))
-    w = h if w is None else w                      # square half of the time, any aspect otherwise
+def scenes(draw, foregrounds=FOREGROUNDS, shape: tuple[int, int] | None = None) -> Scene:
+    """A random scene (see the module docstring); `foregrounds` limits the foreground kinds drawn, `shape`
+    fixes (H, W)."""
+    if shape is None:
+        h, w = draw(SIDES), draw(st.one_of(st.none(), SIDES))
+        w = h if w is None else w                  # square half of the time, any aspect otherwise
+    else:
+        h, w = shape
     fg_kind = draw(st.sampled_from(foregrounds))
     reg_kind, edge_kind = draw(st.sampled_from(REGIONS)), draw(st.sampled_from(EDGES))
     seed = draw(st.integers(0, 2**32 - 1))
@@ -155,3 +159,11 @@ def scenes(draw, foregrounds=FOREGROUNDS) -> Scene:
     edge = edge_of(edge_kind, (h, w), fg, regions, rng)
     image = image_of((h, w), fg, regions, rng)
     return Scene(image, edge, fg, regions, (h, w, fg_kind, reg_kind, edge_kind, seed))
+
+
+@st.composite
+def scene_sets(draw, max_size: int = 3) -> list[Scene]:
+    """2..max_size scenes of one shape: the normal images of one category."""
+    first = draw(scenes())
+    more = draw(st.lists(scenes(shape=first.edge.shape), min_size=1, max_size=max_size - 1))
+    return [first, *more]

@@ -7,12 +7,13 @@ Examples per test: the hypothesis profile (tests/conftest.py; LOGICAL_HYPOTHESIS
 """
 
 import warnings
+from collections import Counter
 
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from scenes import scenes
+from scenes import scene_sets, scenes
 
 from synth.edit.compose import REASONS, compose, default_sizes, feather_support
 from synth.edit.damage import DAMAGE, _behind_shift, paint_damage
@@ -22,6 +23,8 @@ from synth.edit.perlin import perlin_anomaly
 from synth.edit.strategies import KIND_OF, STRATEGIES, plan_edit
 from synth.features.jnd import jnd_map
 from synth.features.regions import foreground_with_reason, semantic_regions
+from synth.pipeline import SourceFeatures, SynthConfig, make_samples
+from synth.render.standin import StandInRenderer
 
 SEEDS = st.integers(0, 2**32 - 1)
 
@@ -124,6 +127,24 @@ def test_foreground_and_regions_on_random_images(scene):
         labels = semantic_regions(scene.image, scene.edge, foreground, jnd)
         assert labels.shape == (h, w) and labels.dtype == np.uint16
         assert not (labels[~foreground]).any()
+
+
+@given(sources=scene_sets(), seed=SEEDS, synthesizer=st.sampled_from(("logical", "both")))
+def test_whole_samples_on_random_sources(sources, seed, synthesizer):
+    """make_samples as a shard task runs it (stand-in renderer): every sample is made, none raises, each
+    keeps the contract (a logical sample's changes lie within its mask's feather, a Perlin one's in its mask)."""
+    renderer = StandInRenderer()
+    prepared = [SourceFeatures(s.image, None, s.edge, s.foreground,
+                               s.regions if s.regions is not None else np.zeros(s.edge.shape, np.uint16),
+                               renderer.render(s.edge[None], s.image[None])[0]) for s in sources]
+    config = SynthConfig(synthesizer, (("logical", 1.0), ("structural", 1.0)), STRATEGIES,
+                         tuple(KIND_OF.items()), max_tries=4)
+    feather = default_sizes(sources[0].edge.shape)["feather"]
+    for plan, out in make_samples(prepared, range(6), seed, "scene", config, renderer.render, Counter()):
+        normal = prepared[plan.source].image
+        assert out.anomaly.shape == normal.shape and out.mask.shape == normal.shape[:2]
+        beyond = ~(out.mask if plan.strategy == "perlin" else feather_support(out.mask, feather))
+        assert np.array_equal(out.anomaly[beyond], normal[beyond])
 
 
 def test_chip_path_leaving_the_image_is_no_shift():
