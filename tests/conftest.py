@@ -9,9 +9,9 @@ from hypothesis import HealthCheck, settings
 # Property tests (tests/test_properties_*.py): a few examples per test in CI (all of them together stay under
 # ~60 s on 2 cores), as many as LOGICAL_HYPOTHESIS_EXAMPLES says for a long local run (e.g. 2000).
 _SLOW_DATA = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example]
-settings.register_profile("ci", max_examples=12, deadline=None, suppress_health_check=_SLOW_DATA,
+settings.register_profile("ci", max_examples=25, deadline=None, suppress_health_check=_SLOW_DATA,
                           print_blob=True)
-settings.register_profile("long", max_examples=int(os.environ.get("LOGICAL_HYPOTHESIS_EXAMPLES", "0") or 0) or 12,
+settings.register_profile("long", max_examples=int(os.environ.get("LOGICAL_HYPOTHESIS_EXAMPLES", "0") or 0) or 25,
                           deadline=None, suppress_health_check=_SLOW_DATA, print_blob=True)
 settings.load_profile("long" if os.environ.get("LOGICAL_HYPOTHESIS_EXAMPLES") else "ci")
 
