@@ -234,7 +234,7 @@ def build_category(reader, category: str, *, n: int, size: int, out: Path, seed:
             _write_json(directory / BUILD_DIR / "prepare.json",
                         {"seconds": prepared.seconds, "sources": prepared.sources, "skipped": prepared.skipped})
         kinds = tuple(strategy_kinds().items()) if strategies else ()
-        synth = SynthConfig(synthesizer, mix, strategies, kinds, _textures(anomaly_source))
+        synth = SynthConfig(synthesizer, mix, strategies, kinds, _textures(anomaly_source), skip_bad=skip_bad)
         config = {"dataset": reader.name, "category": category, "n": n, "size": size, "seed": seed,
                   "shard_size": shard_size, "edges": extractor.identity, "synthesizer": synthesizer,
                   "generator": getattr(renderer, "identity", None), "strategies": list(strategies),
@@ -355,6 +355,9 @@ def format_report(reports: dict) -> str:
             lines.append(f"  samples: {counts['samples']}  by kind: {counts['by_kind']}")
             lines.append(f"  by strategy: {counts['by_strategy']}")
             lines.append(f"  rejections: {counts['rejections'] or 'none'}")
+            if counts["rejections"].get("failed"):
+                lines.append(f"  samples that raised and were replaced by Perlin (--skip-bad): "
+                             f"{counts['rejections']['failed']}")
         if r.get("bit_depth", "8-bit files") != "8-bit files":
             lines.append(f"  images: {r['bit_depth']}")
         lines.append(f"  time (s): {r['seconds']}; {r['samples_made']} samples made at "

@@ -205,7 +205,9 @@ def export_command(path: str, fmt: str, out: str) -> None:
 @click.option("--scheduler", default=None,
               help="Dask scheduler address tcp://HOST:PORT (with --backend dask; default: a local cluster).")
 @click.option("--skip-bad", is_flag=True,
-              help="Leave unreadable images out (listed in the report) instead of stopping.")
+              help="Leave unreadable images out (listed in the report) and replace a sample whose planning "
+                   "or compose raises by a Perlin anomaly (counted as 'failed' in the report) instead of "
+                   "stopping.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="Where the generator renders: auto uses CUDA when present.")
 @click.option("--render", type=click.Choice(["auto", "inline", "server"]), default="auto",

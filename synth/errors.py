@@ -31,3 +31,8 @@ class FolderBusyError(LogicalError):
 
 class ExportError(LogicalError):
     """An export cannot be written (output folder in the way, optional dependency missing)."""
+
+
+class SampleError(LogicalError):
+    """Making one sample failed unexpectedly (a planner or compose bug met on real data); the message names
+    the category, sample index, strategy, source and seeds that reproduce it."""

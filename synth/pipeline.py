@@ -5,6 +5,12 @@
 sub-seed 0 (so rejections do not shift the requested mix), the source, region and edit from the attempt's own
 sub-seed. A rejected attempt is redrawn with the next sub-seed, up to `SynthConfig.max_tries`; past that the
 sample falls back to the Perlin baseline (recorded as strategy "perlin", rejection reason "fallback").
+
+An unexpected exception while planning or composing one sample stops the build with a SampleError naming the
+category, index, strategy, source and seeds that reproduce it: a planner bug should be seen, and replacing the
+sample silently would change the dataset's mix. With `SynthConfig.skip_bad` the sample goes straight to the
+Perlin fallback instead (rejection reason "failed", then "fallback"); it depends only on (seed, index), so the
+shards stay the same for any worker count.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import numpy as np
 from synth.datasets.images import load_rgb, resize_rgb
 from synth.edit.parts import NEEDS_OTHER
 from synth.edit.perlin import perlin_anomaly
-from synth.errors import LogicalError
+from synth.errors import LogicalError, SampleError
 from synth.features.regions import jnd_and_foreground
 from synth.rng import derive_seed, sample_rng
 from synth.store.schema import KINDS
@@ -95,6 +101,7 @@ class SynthConfig:
     strategy_kinds: tuple[tuple[str, str], ...] = ()     # strategy -> kind
     anomaly_source: tuple[str, ...] = ()                 # Perlin texture files (DTD-like); () = self
     max_tries: int = 20
+    skip_bad: bool = False                               # a sample that raises falls back to Perlin (else stops)
 
     @property
     def names(self) -> list[str]:
@@ -268,7 +275,8 @@ def make_samples(sources: Sources, indices: Sequence[int], seed: int, category: 
     pending sample, renders the logical ones in one batch, composes, and sends rejections to the next round
     with the next sub-seed. `rejections` counts reasons; `seconds` (optional) accumulates time per stage
     (plan, render, compose). `kind` is the renderer's (synth.edit.compose.Renderer): for "inpaint", R_A and R_N
-    of each sample are rendered on its own hole, all in the same call."""
+    of each sample are rendered on its own hole, all in the same call. A sample whose planning or compose raises
+    stops it with a SampleError, or with `config.skip_bad` takes the Perlin fallback (see the module docstring)."""
     seconds = Counter() if seconds is None else seconds
     pending = {i: 0 for i in indices}
     done: dict[int, tuple[Plan, Composed]] = {}
@@ -277,7 +285,12 @@ def make_samples(sources: Sources, indices: Sequence[int], seed: int, category: 
             raise LogicalError(f"sample {max(pending, key=pending.get)} of {category}: no acceptable anomaly "
                                f"after {config.max_tries + 100} attempts")
         t = time.perf_counter()
-        plans = [plan_sample(sources, i, seed, category, config, sub) for i, sub in pending.items()]
+        plans, failed = [], {}
+        for i, sub in pending.items():
+            with _SampleGuard(sources, i, sub, seed, category, config, "planning", rejections) as guard:
+                plans.append(plan_sample(sources, i, seed, category, config, sub))
+            if guard.failed:
+                failed[i] = config.max_tries
         seconds["plan"] += time.perf_counter() - t
         to_render = [p for p in plans if needs_render(p)]
         renders: dict[int, np.ndarray] = {}
@@ -296,11 +309,15 @@ def make_samples(sources: Sources, indices: Sequence[int], seed: int, category: 
             renders = dict(zip((p.index for p in to_render), rendered[:len(to_render)], strict=True))
             seconds["render"] += time.perf_counter() - t
         t = time.perf_counter()
-        pending = {}
+        pending = failed
         for p in plans:
             other = sources[p.other] if p.strategy in NEEDS_OTHER and p.reason is None else None
-            out = finish_sample(p, renders.get(p.index), sources[p.source], config, quality,
-                                references.get(p.index), other)
+            with _SampleGuard(sources, p.index, p.sub, seed, category, config, "composing", rejections) as guard:
+                out = finish_sample(p, renders.get(p.index), sources[p.source], config, quality,
+                                    references.get(p.index), other)
+            if guard.failed:
+                pending[p.index] = config.max_tries
+                continue
             if out.reason is not None:
                 rejections[out.reason] += 1
                 pending[p.index] = p.sub + 1
@@ -311,6 +328,46 @@ def make_samples(sources: Sources, indices: Sequence[int], seed: int, category: 
         seconds["compose"] += time.perf_counter() - t
     for i in indices:
         yield done.pop(i)
+
+
+class _SampleGuard:
+    """Context for one sample's planning or composing: an unexpected exception (not a LogicalError, which
+    says what the user must fix) becomes a SampleError naming what reproduces it, or, with
+    `config.skip_bad` (and attempts left before the Perlin fallback itself), `failed` and a "failed" count."""
+
+    def __init__(self, sources: Sources, index: int, sub: int, seed: int, category: str, config: SynthConfig,
+                 stage: str, rejections: Counter) -> None:
+        self.args = (sources, index, sub, seed, category, config, stage)
+        self.rejections, self.failed = rejections, False
+
+    def __enter__(self) -> _SampleGuard:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc is None or isinstance(exc, LogicalError) or not isinstance(exc, Exception):
+            return False
+        sources, index, sub, seed, category, config, stage = self.args
+        if config.skip_bad and sub < config.max_tries:
+            self.rejections["failed"] += 1
+            self.failed = True
+            return True
+        raise SampleError(_failure(exc, *self.args)) from exc
+
+
+def _failure(exc: BaseException, sources: Sources, index: int, sub: int, seed: int, category: str,
+             config: SynthConfig, stage: str) -> str:
+    """What failed and how to reproduce it: the plan's choices, redrawn as plan_sample draws them."""
+    _, kind, strategy = _what(seed, category, index, config)
+    if sub >= config.max_tries:
+        kind, strategy = "structural", PERLIN
+    source = int(sample_rng(seed, category, index, sub + 1).integers(len(sources)))
+    name = sources.name(source) if hasattr(sources, "name") else f"#{source}"
+    return (f"{category}: sample {index} failed while {stage} (strategy {strategy}, {kind}; source {source}: "
+            f"{name}; attempt {sub}, sample seed {derive_seed(seed, category, index, sub)}, build --seed {seed}): "
+            f"{type(exc).__name__}: {exc}. This is a bug; please report it with this message "
+            f"(reproduce: synth.pipeline.plan_sample(sources, {index}, {seed}, {category!r}, config, sub={sub})). "
+            "Shards already written are kept: rerun the same command to resume, or add --skip-bad to replace "
+            "such samples by Perlin anomalies (counted as rejection 'failed' in the report).")
 
 
 def _render_holes(render: Callable[..., np.ndarray], plans: list[Plan], sources: Sources, edges: np.ndarray,

@@ -206,6 +206,11 @@ class SourceStore:
             self._cache.popitem(last=False)
         return hit
 
+    def name(self, i: int) -> str:
+        """The image file source `i` was prepared from (as recorded in sources.h5)."""
+        value = self._file["path"][i]
+        return value.decode() if isinstance(value, bytes) else str(value)
+
     def close(self) -> None:
         self._file.close()
         self._cache.clear()

@@ -1,8 +1,19 @@
-"""Shared fixtures: the real test data in ../shared and a session-wide toybox."""
+"""Shared fixtures: the real test data in ../shared and a session-wide toybox; the hypothesis profiles."""
 
+import os
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+# Property tests (tests/test_properties_*.py): a few examples per test in CI (all of them together stay under
+# ~60 s on 2 cores), as many as LOGICAL_HYPOTHESIS_EXAMPLES says for a long local run (e.g. 2000).
+_SLOW_DATA = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example]
+settings.register_profile("ci", max_examples=25, deadline=None, suppress_health_check=_SLOW_DATA,
+                          print_blob=True)
+settings.register_profile("long", max_examples=int(os.environ.get("LOGICAL_HYPOTHESIS_EXAMPLES", "0") or 0) or 25,
+                          deadline=None, suppress_health_check=_SLOW_DATA, print_blob=True)
+settings.load_profile("long" if os.environ.get("LOGICAL_HYPOTHESIS_EXAMPLES") else "ci")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -32,6 +43,23 @@ def toybox_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from synth.datasets.toybox import materialise
 
     return materialise(tmp_path_factory.mktemp("toybox"), seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_generator(toybox_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real generator fitted on toybox `tray` for one epoch at 64 px: enough to render, small enough for a
+    test (shared by the build tests)."""
+    import torch
+
+    from synth.render.fitting import fit_for_category
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("gen") / "generator.pt"
+    path = fit_for_category("toybox", toybox_root, "tray", size=64, preset="tiny", epochs=1, out=out,
+                            device="cpu", progress=False)
+    torch.set_num_threads(threads)
+    return path
 
 
 @pytest.fixture(scope="session")

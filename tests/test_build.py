@@ -37,19 +37,6 @@ def run_build(out: Path, root: Path, dataset: str = "toybox", **options) -> dict
 
 
 @pytest.fixture(scope="module")
-def tiny_generator(toybox_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real generator fitted for one epoch at 64 px: enough to render, small enough for a test."""
-    import torch
-
-    from synth.render.fitting import fit_for_category
-
-    torch.set_num_threads(1)
-    out = tmp_path_factory.mktemp("gen") / "generator.pt"
-    return fit_for_category("toybox", toybox_root, CATEGORY, size=64, preset="tiny", epochs=1, out=out,
-                            device="cpu", progress=False)
-
-
-@pytest.fixture(scope="module")
 def reference(toybox_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One uninterrupted Perlin build with the default settings of the tests below."""
     out = tmp_path_factory.mktemp("reference")

@@ -123,7 +123,8 @@ def flatten(render: np.ndarray, edge: np.ndarray, sigma: float, threshold: float
     render = render.astype(np.float32)
     if sigma <= 0:
         return render
-    far = cv2.distanceTransform((edge < threshold).astype(np.uint8), cv2.DIST_L2, 3)
+    # capped: with no edge at all the distances are ~FLT_MAX and would overflow the division below
+    far = np.minimum(cv2.distanceTransform((edge < threshold).astype(np.uint8), cv2.DIST_L2, 3), 4.0 * sigma)
     w = np.clip((far - 2.0 * sigma) / sigma, 0.0, 1.0)[..., None]
     smooth = cv2.GaussianBlur(render, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
     return render * (1.0 - w) + smooth * w

@@ -167,6 +167,8 @@ def _behind_shift(chip: np.ndarray, obj: np.ndarray, behind: np.ndarray, point: 
             if tx.min() < 0 or ty.min() < 0 or tx.max() >= w or ty.max() >= h:
                 continue
             path = np.round(point + np.linspace(0, 1, 12)[:, None] * [dx, dy]).astype(int)
+            if path.min() < 0 or (path[:, 0] >= w).any() or (path[:, 1] >= h).any():
+                continue  # the way there leaves the image (an object touching the border): nothing behind
             if (behind | obj)[path[:, 1], path[:, 0]].all() and clear[ty, tx].mean() >= 0.9:
                 return [dx, dy]
     return None
