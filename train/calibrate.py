@@ -50,7 +50,8 @@ def calibrate_checkpoint(checkpoint: Path, paths: Sequence[Path], fpr: float = D
         require_finite(checkpoint, chunk, m, s)
         maps.append(m)
         scores.append(s)
-    thresholds = {**calibrate_values(np.concatenate(scores), np.concatenate(maps), fpr), **(provenance or {})}
+    thresholds = {**calibrate_values(np.concatenate(scores), np.concatenate(maps), fpr), **(provenance or {}),
+                  "paths": [str(Path(p).resolve()) for p in paths]}
     payload["thresholds"] = thresholds
     save_torch(checkpoint, payload)
     return thresholds

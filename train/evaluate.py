@@ -26,8 +26,8 @@ from synth.datasets import TestItem, open_dataset
 from synth.errors import DatasetError, LogicalError
 from synth.images import load_rgb, resize_rgb, save_image
 from train import metrics
-from train.outputs import colour_overlay, upsample_map  # noqa: F401 (re-exported: predict, tests)
 from train.model import load_checkpoint, model_from_payload, read_checkpoint  # noqa: F401 (load_checkpoint: API)
+from train.outputs import colour_overlay, upsample_map  # noqa: F401 (re-exported: predict, tests)
 from train.thresholds import decision_report, decision_table
 
 DRAEM_POOL = 21          # DRAEM's average-pool kernel for the image score, at 256 px
