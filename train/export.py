@@ -81,10 +81,12 @@ def write_openvino(onnx_path: Path, xml_path: Path) -> None:
     ov.save_model(ov.convert_model(str(onnx_path)), str(xml_path), compress_to_fp16=False)
 
 
-def openvino_runner(xml_path: Path):
-    """`run(batch)` for train.deploy.run_batches with OpenVINO on the CPU at float32 precision."""
+def openvino_runner(xml_path: Path, threads: int | None = None):
+    """`run(batch)` for train.deploy.run_batches with OpenVINO on the CPU at float32 precision (`threads`:
+    its thread count; None: OpenVINO's default)."""
     ov = need("openvino")
-    compiled = ov.Core().compile_model(str(xml_path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    config = {"INFERENCE_PRECISION_HINT": "f32", **({"INFERENCE_NUM_THREADS": threads} if threads else {})}
+    compiled = ov.Core().compile_model(str(xml_path), "CPU", config)
 
     def run(batch: np.ndarray):
         result = compiled(np.ascontiguousarray(batch, dtype=np.uint8))
