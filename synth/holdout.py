@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from synth.images import broken_link
+
 HOLDOUT_SHARE = 0.1
 HOLDOUT_MIN = 4
 HOLDOUT_STREAM = 0x6F1D  # keeps this choice independent of every other draw made from the build seed
@@ -47,16 +49,17 @@ def set_aside(reader, category: str, paths: list[Path], seed: int) -> tuple[list
     """The training normals to build from and the manifest's calibration record.
 
     With validation normals (`reader.validation_images`) every training image is kept and the record names
-    the validation images; else a share is held out (`split_holdout`) and the record names those. Record:
+    the validation images; else a share of the images that are not broken links is held out (`split_holdout`)
+    and the record names those. Record:
     {"split": "validation" | "holdout", "root": dataset root, "images": [paths relative to root]}.
     """
     root = Path(reader.root)
     validation = list(reader.validation_images(category))
     if validation:
         kept, calibration, split = list(paths), validation, "validation"
-    else:
-        kept, calibration = split_holdout(list(paths), seed)
-        split = "holdout"
+    else:   # a broken link stays with the build, which reports it (or skips it with --skip-bad)
+        _, calibration = split_holdout([p for p in paths if not broken_link(p)], seed)
+        kept, split = [p for p in paths if p not in set(calibration)], "holdout"
     return kept, {"split": split, "root": str(root.resolve()), "images": [_name(p, root) for p in calibration]}
 
 

@@ -82,8 +82,12 @@ def calibrate_after_training(model_path: Path, shards: Path | Sequence[Path], fp
         say(f"note: {model_path}: its training data sets aside no normal images (built before held-out normals "
             "were recorded): no decision threshold calibrated")
         return None
-    thresholds = calibrate_checkpoint(model_path, paths, fpr, device,
-                                      provenance={"split": "+".join(sorted(splits)), "data": data})
+    try:
+        thresholds = calibrate_checkpoint(model_path, paths, fpr, device,
+                                          provenance={"split": "+".join(sorted(splits)), "data": data})
+    except ImageError as exc:      # the model is saved: report, do not fail the finished training
+        say(f"note: {model_path}: not calibrated, a calibration image is unreadable: {exc}")
+        return None
     say(f"{model_path}: {describe(thresholds)}")
     return thresholds
 
