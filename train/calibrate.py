@@ -92,18 +92,20 @@ def calibrate_after_training(model_path: Path, shards: Path | Sequence[Path], fp
     return thresholds
 
 
-def _training_manifest(checkpoint: Path) -> tuple[Path, dict, str] | None:
-    """The (single) training dataset of a run, from the train.json beside its model.pt; None if unknown."""
+def training_manifests(checkpoint: Path) -> list[tuple[Path, dict, str]]:
+    """(path, manifest, sha256) of each training dataset of a run, from the train.json beside its model.pt;
+    [] when unknown or no longer there."""
     try:
         shards = json.loads((Path(checkpoint).parent / "train.json").read_text())["train"]["shards"]
     except (OSError, ValueError, KeyError, TypeError):
-        return None
-    if not isinstance(shards, str) or not Path(shards).exists():
-        return None
+        return []
+    shards = [shards] if isinstance(shards, str) else shards
+    if not isinstance(shards, list) or not all(isinstance(s, str) and Path(s).exists() for s in shards):
+        return []
     try:
-        return _manifests(Path(shards))[0]
+        return _manifests([Path(s) for s in shards])
     except LogicalError:
-        return None
+        return []
 
 
 def calibrate_for_eval(checkpoint: Path, reader, category: str, fpr: float | None, device: str = "auto",
@@ -118,7 +120,7 @@ def calibrate_for_eval(checkpoint: Path, reader, category: str, fpr: float | Non
     fpr = DEFAULT_FPR if fpr is None else fpr
     paths, provenance = list(reader.validation_images(category)), {"split": "validation", "data": []}
     if not paths:
-        found = _training_manifest(checkpoint)
+        found = (training_manifests(checkpoint) or [None])[0]
         record = ((found[1].get("report") or {}).get("calibration") or {}) if found else {}
         if record.get("split") == "holdout":
             paths = calibration_paths(record, reader.root)

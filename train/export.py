@@ -25,6 +25,7 @@ from synth.bitdepth import data_depth
 from synth.errors import CheckpointError, LogicalError
 from synth.images import load_rgb
 from synth.shards import sha256_file
+from train.calibrate import training_manifests
 from train.deploy import (
     FORMAT,
     METADATA,
@@ -192,7 +193,8 @@ def export(checkpoint: Path, fmt: str, out: Path, images: Sequence[Path] | None 
         "thresholds": {k: t[k] for k in ("fpr", "image", "pixel", "images", "split") if k in t},
         "categories": list(payload.get("categories", [])),
         "training_data": [{"manifest": d.get("manifest"), "sha256": d.get("manifest_sha256")}
-                          for d in t.get("data", [])],
+                          for d in t.get("data", [])]
+        or [{"manifest": str(path), "sha256": sha} for path, _, sha in training_manifests(checkpoint)],
         "checkpoint": {"path": str(checkpoint), "sha256": sha256_file(checkpoint), "step": payload.get("step")},
     }
     (out / METADATA).write_text(json.dumps(meta, indent=2) + "\n")
