@@ -117,3 +117,45 @@ def test_predict_writes_decisions_and_masks(calibrated, toybox_root, tmp_path):
             full = np.asarray(amap, np.float64) / 255.0
             far = np.abs(full - thresholds["pixel"]) > 1 / 255
             assert np.array_equal((mask > 0)[far], (full > thresholds["pixel"])[far])
+
+
+def test_build_leaves_held_out_normals_out_of_sources(hazelnut_root, tmp_path):
+    import h5py
+
+    from synth.build import build
+    from synth.shards import SOURCES, read_manifest
+
+    build("mvtec", hazelnut_root, ["hazelnut"], n=4, shard_size=4, size=32, seed=5, out=tmp_path,
+          synthesizer="perlin")
+    directory = tmp_path / "mvtec" / "hazelnut"
+    record = read_manifest(directory)["report"]["calibration"]
+    with h5py.File(directory / SOURCES, "r") as f:
+        used = {p.decode() if isinstance(p, bytes) else str(p) for p in f["path"][:]}
+    train = open_dataset("mvtec", hazelnut_root).train_images("hazelnut")
+    assert record["split"] == "holdout" and len(record["images"]) == holdout_count(len(train))
+    assert not used & set(record["images"]) and len(used) == len(train) - len(record["images"])
+    held = calibration_paths(record)
+    assert all(p.is_file() for p in held) and held == split_holdout(train, 5)[1]
+
+
+def test_training_calibrates_and_eval_recalibrates(calibrated, toybox_root, tmp_path):
+    import shutil
+
+    from click.testing import CliRunner
+
+    from train.calibrate import stored_thresholds
+    from train.cli import cli
+
+    checkpoint, thresholds = calibrated
+    assert thresholds["split"] == "validation" and thresholds["images"] == 10 and thresholds["fpr"] == 0.01
+    copy = tmp_path / "model.pt"
+    shutil.copyfile(checkpoint, copy)
+    result = CliRunner().invoke(cli, ["eval", "--checkpoint", str(copy), "--dataset", "toybox", "--root",
+                                      str(toybox_root), "--category", "tray", "--out", str(tmp_path / "eval"),
+                                      "--heatmaps", "0", "--device", "cpu", "--fpr", "0.2"])
+    assert result.exit_code == 0, result.output
+    again = stored_thresholds(copy)
+    assert again["fpr"] == 0.2 and again["image"] <= thresholds["image"]     # k = 2 of 10: a lower value
+    assert "good (false rejects) | 20 |" in result.output
+    metrics = (tmp_path / "eval" / "metrics.md").read_text()
+    assert "Decisions at the calibrated threshold (FPR 0.2" in metrics
