@@ -208,7 +208,9 @@ def build_category(reader, category: str, *, n: int, size: int, out: Path, seed:
     todo_range = parse_shards(shards, count)
     weights = str(Path(pidinet_weights).resolve()) if pidinet_weights else None
     extractor = get_extractor(edges, Path(weights) if weights else None)
-    paths = reader.train_images(category)
+    from synth.datasets.holdout import set_aside
+
+    paths, calibration = set_aside(reader, category, reader.train_images(category), seed)
     if len(paths) < 2:
         raise DatasetError(f"{reader.root}: category {category!r} has {len(paths)} normal training image(s); "
                            "at least 2 are needed")
@@ -257,7 +259,7 @@ def build_category(reader, category: str, *, n: int, size: int, out: Path, seed:
     made = sum(s["count"] for s in fresh.values())
     report = {"dataset": reader.name, "category": category, "out": str(directory), "key": key,
               "shards": {"total": count, "made": len(fresh), "kept": len(kept)}, "skipped": prepared.skipped,
-              "bit_depth": depth.describe(),
+              "calibration": calibration, "bit_depth": depth.describe(),
               "sources": "reused" if prepared.seconds is None else "made", "remade": changed,
               "workers": workers, "backend": backend, "render": "server" if server else "inline",
               "seconds": {k: round(v, 3) for k, v in times.items()},

@@ -86,3 +86,26 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def calibrated(toybox_root: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """A small model trained briefly on a Perlin build of toybox/tray at 32 px and calibrated by training
+    (on the validation normals the build's manifest names): (model.pt, its thresholds)."""
+    import torch
+
+    from synth.build import build
+    from train.calibrate import stored_thresholds
+    from train.loop import TrainConfig
+    from train.runs import train_shards
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    work = tmp_path_factory.mktemp("calibrated")
+    build("toybox", toybox_root, ["tray"], n=16, shard_size=8, size=64, seed=3, out=work / "data",
+          synthesizer="perlin")
+    cfg = TrainConfig(shards=work / "data" / "toybox" / "tray", out=work / "run", steps=8, batch_size=4,
+                      preset="small", size=32, workers=0, device="cpu", log_every=4)
+    [path] = train_shards(cfg, fpr=0.01)
+    torch.set_num_threads(threads)
+    return path, stored_thresholds(path)

@@ -94,7 +94,7 @@ def test_predict_files_and_folders(tiny_checkpoint, hazelnut_root, tmp_path):
     assert len(rows) == n_good + 1 and not skipped
     with open(tmp_path / "out" / "scores.csv") as f:
         table = list(csv.DictReader(f))
-    assert [r["path"] for r in table] == [str(p) for p, _ in rows]
+    assert [r["path"] for r in table] == [str(p) for p, *_ in rows]
     assert all(0.0 <= float(r["score"]) <= 1.0 for r in table)
     raw = load_mask(tmp_path / "out" / "00_map.png")
     assert raw.shape == load_rgb(one).shape[:2]
@@ -108,7 +108,7 @@ def test_predict_unreadable_image(tiny_checkpoint, hazelnut_root, tmp_path):
     with pytest.raises(ImageError, match="broken.png"):
         predict(tiny_checkpoint, [ok, bad], tmp_path / "a", device="cpu")
     rows, skipped = predict(tiny_checkpoint, [ok, bad], tmp_path / "b", device="cpu", skip_bad=True)
-    assert [p for p, _ in rows] == [ok] and len(skipped) == 1
+    assert [p for p, *_ in rows] == [ok] and len(skipped) == 1
     assert "broken.png" in (tmp_path / "b" / "skipped.txt").read_text()
 
 

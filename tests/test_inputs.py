@@ -127,7 +127,7 @@ def test_predict_reads_twelve_bit_files_as_their_eight_bit_equivalent(tiny_check
                   .astype(np.uint8)) for i in range(2)]
     rows_deep, _ = predict(tiny_checkpoint, deep, tmp_path / "o1", device="cpu")
     rows_flat, _ = predict(tiny_checkpoint, flat, tmp_path / "o2", device="cpu")
-    assert [s for _, s in rows_deep] == pytest.approx([s for _, s in rows_flat], abs=1e-6)
+    assert [s for _, s, _ in rows_deep] == pytest.approx([s for _, s, _ in rows_flat], abs=1e-6)
     assert np.array_equal(load_rgb(tmp_path / "o1" / "0_overlay.png"), load_rgb(tmp_path / "o2" / "0_overlay.png"))
 
 

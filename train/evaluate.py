@@ -26,7 +26,9 @@ from synth.datasets.bitdepth import data_depth
 from synth.datasets.images import load_rgb, resize_rgb, save_image
 from synth.errors import DatasetError, LogicalError
 from train import metrics
-from train.model import load_checkpoint
+from train.model import load_checkpoint, model_from_payload, read_checkpoint  # noqa: F401 (load_checkpoint: API)
+from train.outputs import colour_overlay, upsample_map  # noqa: F401 (re-exported: predict, tests)
+from train.thresholds import decision_report, decision_table
 
 DRAEM_POOL = 21          # DRAEM's average-pool kernel for the image score, at 256 px
 AUPRO_MAX_FPR = 0.3
@@ -84,21 +86,6 @@ def batches(items: Sequence, batch_size: int, desc: str) -> Iterator[list]:
             chunk = []
     if chunk:
         yield chunk
-
-
-def upsample_map(amap: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """A model-resolution map resized bilinearly to a ground truth's (H, W); float32."""
-    h, w = int(shape[0]), int(shape[1])
-    if amap.shape == (h, w):
-        return amap.astype(np.float32, copy=False)
-    interp = cv2.INTER_AREA if h <= amap.shape[0] and w <= amap.shape[1] else cv2.INTER_LINEAR
-    return cv2.resize(amap.astype(np.float32, copy=False), (w, h), interpolation=interp)
-
-
-def colour_overlay(image: np.ndarray, amap: np.ndarray, alpha: float = 0.5) -> np.ndarray:
-    """The map (fixed scale 0..1, JET colours) blended over an RGB image of the same size."""
-    heat = cv2.applyColorMap(np.clip(np.rint(amap * 255.0), 0, 255).astype(np.uint8), cv2.COLORMAP_JET)
-    return cv2.addWeighted(image, 1.0 - alpha, heat[:, :, ::-1], alpha, 0.0)
 
 
 # --- evaluation ------------------------------------------------------------------------------------------
@@ -167,7 +154,8 @@ def _plain_metrics(items, scores, labels, maps, shapes) -> dict:
 def evaluate(checkpoint: Path, dataset: str, root: Path | None, category: str, out_dir: Path,
              device: str = "auto", batch_size: int = 8, n_heatmaps: int = 3) -> dict:
     """Score `checkpoint` on the test split of `dataset`/`category`; write metrics.json, metrics.md and
-    heatmaps/ under out_dir; return the metrics.json content."""
+    heatmaps/ under out_dir; return the metrics.json content. With thresholds stored in the checkpoint
+    (train.calibrate) `decisions` holds what they give (train.thresholds.decision_report), else None."""
     out_dir = Path(out_dir)
     reader = open_dataset(dataset, root)
     items = reader.test_items(category)
@@ -177,7 +165,9 @@ def evaluate(checkpoint: Path, dataset: str, root: Path | None, category: str, o
         it.check_masks()        # before any work: a mask of another size must not be scored against
     bits = data_depth(reader.train_images(category)).bits     # the scale build used for this category
     dev = resolve_device(device)
-    model, config = load_checkpoint(Path(checkpoint), str(dev))
+    payload = read_checkpoint(Path(checkpoint))
+    model, model_cfg = model_from_payload(Path(checkpoint), payload)
+    model, config, thresholds = model.to(dev).eval(), model_cfg.to_dict(), payload.get("thresholds")
     size = int(config["size"])
 
     t0 = time.perf_counter()
@@ -213,6 +203,8 @@ def evaluate(checkpoint: Path, dataset: str, root: Path | None, category: str, o
         },
         "counts": {s: sum(it.split == s for it in items) for s in sorted({it.split for it in items})},
         "metrics": table,
+        "thresholds": thresholds or None,
+        "decisions": decision_report(items, scores, thresholds),
         "images": [{"path": str(it.path), "split": it.split, "label": it.label, "score": s}
                    for it, s in zip(items, scores_list, strict=True)],
         "seconds": {"inference": round(t_infer, 3), "metrics": round(t_metrics, 3)},
@@ -221,7 +213,7 @@ def evaluate(checkpoint: Path, dataset: str, root: Path | None, category: str, o
     result = _finite(result)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
-    (out_dir / "metrics.md").write_text(markdown_table(result) + "\n")
+    (out_dir / "metrics.md").write_text(markdown_table(result) + "\n\n" + decision_table(result["decisions"]) + "\n")
     return result
 
 

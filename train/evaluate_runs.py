@@ -78,6 +78,17 @@ def row_of(result: dict) -> dict:
     return {f"{split}_{key}" if loco else key: m.get(split, {}).get(key) for split, key in columns}
 
 
+def decision_cells(report: dict | None) -> dict:
+    """False-reject rate on good images and miss rate over all anomalous ones at the calibrated threshold
+    (train.thresholds.decision_report; None each without thresholds)."""
+    if not report:
+        return {"false_reject_rate": None, "miss_rate": None}
+    top = [row for name, row in report["defects"].items() if "/" not in name]
+    images = sum(row["images"] for row in top)
+    return {"false_reject_rate": report["good"]["false_reject_rate"],
+            "miss_rate": sum(row["missed"] for row in top) / images if images else None}
+
+
 def _mean(rows: list[dict]) -> dict:
     keys = [k for r in rows for k in r["scores"]]
     out = {}
@@ -114,6 +125,7 @@ def evaluate_runs(checkpoint: Path, dataset: str, root: Path | None, out_dir: Pa
             continue
         layout = result["protocol"]["layout"]
         rows.append({"category": category, "checkpoint": str(source), "scores": row_of(result),
+                     "decisions": decision_cells(result.get("decisions")),
                      "heatmaps": [f"{category}/{h}" for h in result["heatmaps"]]})
     scored = [r for r in rows if "scores" in r]
     report = _finite({"dataset": dataset, "root": str(reader.root), "checkpoint": str(checkpoint),
@@ -127,19 +139,22 @@ def evaluate_runs(checkpoint: Path, dataset: str, root: Path | None, out_dir: Pa
 
 
 def runs_table(report: dict) -> str:
-    """One markdown row per category (scores in percent, or the reason it was not scored) and the mean."""
+    """One markdown row per category (scores in percent, then the false-reject and miss rates at its calibrated
+    threshold, – when none; or the reason it was not scored) and the mean of the scores."""
     layout = report["layout"] or "mvtec"
-    heads = HEADERS[layout]
+    heads = HEADERS[layout] + ["false rejects @thr", "missed @thr"]
     lines = [f"**{report['dataset']}** ({report['checkpoint']}): {report['scored']} of {report['total']} "
              "categories scored", "", "| category | " + " | ".join(heads) + " |",
              "|---" * (len(heads) + 1) + "|"]
     for row in report["categories"]:
         if "scores" in row:
-            cells = [_pct(v) for v in row["scores"].values()]
+            decided = row.get("decisions") or {}
+            cells = [_pct(v) for v in row["scores"].values()] + [_pct(decided.get("false_reject_rate")),
+                                                                 _pct(decided.get("miss_rate"))]
         else:
             cells = [f"not scored: {row['error']}".replace("|", "/").replace("\n", " ")] + [""] * (len(heads) - 1)
         lines.append(f"| {row['category']} | " + " | ".join(cells) + " |")
     if report["mean"]:
         name = "**mean**" if report["scored"] == report["total"] else f"**mean** ({report['scored']} scored)"
-        lines.append(f"| {name} | " + " | ".join(f"**{_pct(v)}**" for v in report["mean"].values()) + " |")
+        lines.append(f"| {name} | " + " | ".join(f"**{_pct(v)}**" for v in report["mean"].values()) + " | | |")
     return "\n".join(lines)

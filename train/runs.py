@@ -24,8 +24,10 @@ from synth.errors import LogicalError, ShardError
 from synth.store.archive import open_archive, plain_name
 from synth.store.manifest import read_manifest
 from synth.store.schema import MANIFEST
+from train.calibrate import calibrate_after_training, stored_thresholds
 from train.loop import TrainConfig, check_same_config, setup_distributed, train
 from train.model import make_config, read_checkpoint
+from train.thresholds import DEFAULT_FPR
 
 
 @dataclass(frozen=True)
@@ -126,7 +128,17 @@ def _say(message: str) -> None:
         say(message)
 
 
-def train_per_category(cfg: TrainConfig, chosen: list[Found]) -> list[Path]:
+def calibrated(model_path: Path, shards: Path | list[Path], fpr: float | None, device: str) -> Path:
+    """`model_path` after storing its decision thresholds at `fpr` (train.calibrate) unless it holds them
+    already at that rate; rank 0 only, nothing for fpr None."""
+    if fpr is not None and os.environ.get("RANK", "0") == "0":
+        stored = stored_thresholds(model_path)
+        if not stored or abs(stored["fpr"] - fpr) > 1e-12:
+            calibrate_after_training(model_path, shards, fpr, device)
+    return model_path
+
+
+def train_per_category(cfg: TrainConfig, chosen: list[Found], fpr: float | None = DEFAULT_FPR) -> list[Path]:
     """Train (or keep, or resume) one model per category in `chosen`, in order, with a progress line
     `[k/n] dataset/category ... ETA`; returns the model.pt paths.
 
@@ -136,7 +148,7 @@ def train_per_category(cfg: TrainConfig, chosen: list[Found]) -> list[Path]:
     owned = not dist.is_initialized()
     setup_distributed(cfg.device)
     try:
-        paths, failed = _train_each(cfg, chosen)
+        paths, failed = _train_each(cfg, chosen, fpr)
     finally:
         if owned and dist.is_initialized():
             dist.destroy_process_group()
@@ -145,7 +157,7 @@ def train_per_category(cfg: TrainConfig, chosen: list[Found]) -> list[Path]:
     return paths
 
 
-def _train_each(cfg: TrainConfig, chosen: list[Found]) -> tuple[list[Path], list[str]]:
+def _train_each(cfg: TrainConfig, chosen: list[Found], fpr: float | None) -> tuple[list[Path], list[str]]:
     paths, failed, spent, trained = [], [], 0.0, 0
     for k, item in enumerate(chosen, 1):
         out = run_folder(cfg.out, item)
@@ -155,12 +167,13 @@ def _train_each(cfg: TrainConfig, chosen: list[Found]) -> tuple[list[Path], list
         if step is not None:
             _say(f"[category {k} of {len(chosen)}] {item.name}: already trained ({out / 'model.pt'} at step "
                 f"{step}), kept")
-            paths.append(out / "model.pt")
+            paths.append(calibrated(out / "model.pt", item.path, fpr, cfg.device))
             continue
         _say(f"[category {k} of {len(chosen)}] {item.name}: training into {out}{eta}")
         t0 = time.perf_counter()
         try:
-            paths.append(train(replace(cfg, shards=item.path, out=out, resume=True)))
+            paths.append(calibrated(train(replace(cfg, shards=item.path, out=out, resume=True)), item.path, fpr,
+                                    cfg.device))
         except LogicalError as exc:
             _say(f"[category {k} of {len(chosen)}] {item.name}: stopped: {exc}")
             failed.append(f"{item.name}: {exc}")
@@ -170,16 +183,18 @@ def _train_each(cfg: TrainConfig, chosen: list[Found]) -> tuple[list[Path], list
 
 
 def train_shards(cfg: TrainConfig, unified: bool = False, only: tuple[str, ...] = (),
-                 task_index: int | None = None, task_count: int | None = None) -> list[Path]:
+                 task_index: int | None = None, task_count: int | None = None,
+                 fpr: float | None = DEFAULT_FPR) -> list[Path]:
     """`logical-train --shards`: one dataset (directory or .tar) as before, or a data folder (module doc).
-    Returns the model.pt path(s) written or kept."""
+    Each model is then calibrated at false-reject rate `fpr` (None: not). Returns the model.pt path(s) written
+    or kept."""
     shards = Path(cfg.shards)
     folder_options = unified or only or task_index is not None or task_count is not None
     if not is_data_folder(shards):
         if folder_options:
             raise LogicalError(f"--unified, --only and --task-index/--task-count apply to a folder of generated "
                                f"datasets; {shards} is one dataset")
-        return [train(cfg)]
+        return [calibrated(train(cfg), shards, fpr, cfg.device)]
     found = find_datasets(shards)
     _say(f"{shards}: {len(found)} generated dataset(s): {', '.join(f.name for f in found)}")
     if unified:
@@ -191,9 +206,10 @@ def train_shards(cfg: TrainConfig, unified: bool = False, only: tuple[str, ...] 
             raise LogicalError(f"--unified needs at least two categories; {shards} gives "
                                f"{', '.join(f.name for f in chosen)}")
         _say(f"unified model over {len(chosen)} categories into {cfg.out}")
-        return [train(replace(cfg, shards=[f.path for f in chosen]))]
+        paths = [f.path for f in chosen]
+        return [calibrated(train(replace(cfg, shards=paths)), paths, fpr, cfg.device)]
     chosen = select(found, only, task_index, task_count)
     if not chosen:
         say(f"nothing to train for task {task_index} of {task_count}: {len(found)} categories")
         return []
-    return train_per_category(cfg, chosen)
+    return train_per_category(cfg, chosen, fpr)
