@@ -65,10 +65,16 @@ class Config:
     synthesizer: str
     kind: str | None = None
     edges: str | None = None
+    vocab: str = "paper"    # the edit strategies (VOCABULARIES); "paper" keeps the slugs of earlier runs
 
     @property
     def slug(self) -> str:
-        return "-".join(x for x in (self.synthesizer, self.kind, self.edges) if x)
+        vocab = None if self.vocab == "paper" else self.vocab
+        return "-".join(x for x in (self.synthesizer, self.kind, self.edges, vocab) if x)
+
+    @property
+    def strategies(self) -> tuple[str, ...]:
+        return VOCABULARIES[self.vocab]
 
 
 def parse_list(text: str, allowed: tuple[str, ...], option: str) -> list[str]:
@@ -104,14 +110,24 @@ def parse_datasets(text: str) -> list[DatasetSpec]:
     return specs
 
 
-def configurations(synthesizers: list[str], kinds: list[str], edges: list[str]) -> list[Config]:
-    """Every (synthesizer, kind, edges); Perlin once."""
+# Strategy vocabularies: the paper's edits (today's default list) and the logical taxonomy of issue 23, whose
+# part-level pixel edits (synth/edit/parts.py) replace `remove` and `replace` beside the same structural ones.
+VOCABULARIES = {
+    "paper": ("remove", "replace", "merge", "stroke", "chip", "colour"),
+    "taxonomy": ("remove_part", "move", "swap", "resize", "recolour", "replace_part", "merge", "stroke", "chip",
+                 "colour"),
+}
+
+
+def configurations(synthesizers: list[str], kinds: list[str], edges: list[str],
+                   vocabs: tuple[str, ...] = ("paper",)) -> list[Config]:
+    """Every (synthesizer, kind, edges, vocabulary); Perlin once (it uses none of them)."""
     out = []
     for s in synthesizers:
         if s == "perlin":
             out.append(Config(s))
         else:
-            out += [Config(s, k, e) for k in kinds for e in edges]
+            out += [Config(s, k, e, v) for k in kinds for e in edges for v in vocabs]
     return out
 
 
@@ -165,7 +181,7 @@ def run_one(args: argparse.Namespace, spec: DatasetSpec, config: Config, generat
     build(spec.name, spec.root, [spec.category], n=args.n, size=args.size, out=run / "data", seed=seed,
           shard_size=args.shard_size, workers=args.workers, generator=generator,
           edges=config.edges or "classic", pidinet_weights=args.pidinet_weights if config.edges == "pidinet"
-          else None, synthesizer=config.synthesizer, device=args.device)
+          else None, synthesizer=config.synthesizer, device=args.device, strategies=config.strategies)
     t1 = time.perf_counter()
     cfg = TrainConfig(shards=run / "data" / spec.name / spec.category, out=run / "model", steps=args.steps,
                       batch_size=args.batch_size, preset=args.preset, size=args.size,
@@ -221,7 +237,7 @@ def table(rows: list[tuple[DatasetSpec, Config, list[dict]]]) -> str:
 def compare(args: argparse.Namespace) -> tuple[list[tuple[DatasetSpec, Config, list[dict]]], list[str]]:
     """Run every (dataset, configuration, seed); (rows of (dataset, configuration, each seed's metrics),
     skip notes)."""
-    configs = configurations(args.synthesizers, args.generator_kind, args.edges)
+    configs = configurations(args.synthesizers, args.generator_kind, args.edges, args.vocab)
     rows, notes = [], []
     for spec in args.datasets:
         for config in configs:
@@ -290,6 +306,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--synthesizers", default=",".join(SYNTHESIZERS), help="comma-separated: logical,perlin,both")
     p.add_argument("--generator-kind", default="global", help="comma-separated generator kinds: global,inpaint")
     p.add_argument("--edges", default="classic", help="comma-separated edge extractors: classic,pidinet")
+    p.add_argument("--vocab", default="paper",
+                   help="comma-separated strategy vocabularies: " + ", ".join(
+                       f"{k} ({','.join(v)})" for k, v in VOCABULARIES.items()))
     p.add_argument("--pidinet-weights", type=Path, default=None, help="table5_pidinet.pth for --edges pidinet")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--n", type=int, default=2000, help="generated samples per run")
@@ -320,6 +339,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.synthesizers = parse_list(args.synthesizers, SYNTHESIZERS, "--synthesizers")
         args.generator_kind = parse_list(args.generator_kind, KINDS, "--generator-kind")
         args.edges = parse_list(args.edges, EDGES, "--edges")
+        args.vocab = tuple(parse_list(args.vocab, tuple(VOCABULARIES), "--vocab"))
         args.datasets = (parse_datasets(args.datasets) if args.datasets
                          else [DatasetSpec(args.dataset, args.category, args.root)])
     except ValueError as e:
