@@ -1,6 +1,7 @@
 """Training speed: loader samples/s (1 and 2 workers) and steps/s of the `small` and `base` networks.
 
-Run: .venv/bin/python benchmarks/bench_train.py [--n 400] [--size 256] [--batch-size 8]
+Run: .venv/bin/python benchmarks/bench_train.py [--n 400] [--size 256] [--batch-size 8] [--arch paper,attention]
+     .venv/bin/python benchmarks/bench_train.py --steps-only --size 128 --arch paper,attention,bottleneck
 Makes a temporary generated dataset of random-ish pictures with the shards writer, then prints one line per
 figure. Goal: >= 500 samples/s per loader worker at 256x256 without a GPU.
 """
@@ -86,10 +87,10 @@ def bench_items(directory: Path, size: int, normal_fraction: float) -> float:
     return len(order) / (time.process_time() - t)
 
 
-def bench_steps(preset: str, size: int, batch_size: int, steps: int, device: str) -> float:
+def bench_steps(preset: str, size: int, batch_size: int, steps: int, device: str, arch: str = "paper") -> float:
     """Seconds per training step (forward, losses, backward, Adam): median of `steps` after one warm-up."""
     torch.manual_seed(0)
-    model = LocalizationNet(make_config(preset, size)).to(device)
+    model = LocalizationNet(make_config(preset, size, arch)).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
     cuda = device == "cuda"
     if cuda:
@@ -113,14 +114,33 @@ def bench_steps(preset: str, size: int, batch_size: int, steps: int, device: str
     return median_seconds(step, device, steps)[0]
 
 
+def step_times(archs: list[str], preset: str, size: int, batch_size: int, steps: int, threads: int) -> None:
+    """One CPU line per arch: ms per step and, for a global arch, its ratio to the paper's (issue 24: <= 1.5x)."""
+    paper = None
+    for arch in archs:
+        params = count_parameters(LocalizationNet(make_config(preset, size, arch))) / 1e6
+        sec = bench_steps(preset, size, batch_size, steps, "cpu", arch)
+        paper = sec if arch == "paper" else paper
+        ratio = f", {sec / paper:.2f}x paper" if paper and arch != "paper" else ""
+        print(f"cpu     {preset:5s} {arch:10s} {size}px batch {batch_size} ({params:.2f} M params, {threads} "
+              f"thread): {sec * 1000:8.0f} ms/step, {1 / sec:6.2f} steps/s{ratio}", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=400, help="samples in the temporary dataset")
     ap.add_argument("--size", type=int, default=256, help="image size")
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads for the step timings")
+    ap.add_argument("--arch", default="paper", help="comma-separated networks to time (train.model.ARCHS)")
+    ap.add_argument("--steps-only", action="store_true", help="only the step timings (no dataset, no loader)")
+    ap.add_argument("--repeats", type=int, default=5, help="timed steps per figure (small preset)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    archs = [a.strip() for a in args.arch.split(",") if a.strip()]
+    if args.steps_only:
+        step_times(archs, "small", args.size, args.batch_size, args.repeats, args.threads)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
         directory = make_dataset(Path(tmp) / "ds", args.n, args.size)
@@ -132,12 +152,8 @@ def main() -> None:
             rate = bench_loader(directory, args.size, workers, args.batch_size, 0.5)
             print(f"loader  workers={workers} normal-fraction 0.5: {rate:7.0f} samples/s "
                   f"({rate / workers:.0f} per worker, wall clock) at {args.size}px")
-    for preset, steps in (("small", 5), ("base", 1)):
-        cfg = make_config(preset, args.size)
-        params = count_parameters(LocalizationNet(cfg)) / 1e6
-        sec = bench_steps(preset, args.size, args.batch_size, steps, "cpu")
-        print(f"cpu     {preset:5s} {args.size}px batch {args.batch_size} ({params:.1f} M params, "
-              f"{args.threads} thread): {sec * 1000:8.0f} ms/step, {1 / sec:6.2f} steps/s")
+    for preset, steps in (("small", args.repeats), ("base", 1)):
+        step_times(archs, preset, args.size, args.batch_size, steps, args.threads)
     small = make_config("small")
     sec = bench_steps("small", small.size, args.batch_size, 5, "cpu")
     print(f"cpu     small {small.size}px (its own size) batch {args.batch_size}: {sec * 1000:8.0f} ms/step, "

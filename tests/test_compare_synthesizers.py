@@ -28,9 +28,9 @@ def test_tiny_run_prints_one_finite_row_per_configuration(toybox_root, tmp_path)
     lines = [ln for ln in text.splitlines() if ln.startswith("|")]
     assert len(lines) == 3                                   # header, rule, one configuration
     cells = [c.strip() for c in lines[2].strip("|").split("|")]
-    assert cells[:5] == ["toybox/tray", "perlin", "–", "–", "1"]
-    assert len(cells) == 5 + len(cmp.COLUMNS)
-    for cell in cells[5:]:                                   # LOCO layout: every column filled, finite
+    assert cells[:6] == ["toybox/tray", "perlin", "–", "–", "paper", "1"]
+    assert len(cells) == 6 + len(cmp.COLUMNS)
+    for cell in cells[6:]:                                   # LOCO layout: every column filled, finite
         mean, std = (float(x) for x in cell.split("±"))
         assert math.isfinite(mean) and 0.0 <= mean <= 100.0 and std == 0.0
     assert (tmp_path / "table.md").read_text().strip() == text.strip()

@@ -55,13 +55,17 @@ def pool_kernel(size: int) -> int:
 @torch.inference_mode()
 def infer(model: torch.nn.Module, images: Sequence[np.ndarray], size: int,
           device: torch.device) -> tuple[np.ndarray, np.ndarray]:
-    """Anomaly maps (B, size, size) float32 in [0, 1] and image scores (B,) for RGB uint8 images."""
+    """Anomaly maps (B, size, size) float32 in [0, 1] and image scores (B,) for RGB uint8 images; `model`
+    is a LocalizationNet (its `scored`: the map and, for a global arch that uses it, an image probability
+    averaged with the pooled max)."""
     batch = np.stack([resize_rgb(img, size) for img in images])
     x = torch.from_numpy(batch).to(device).permute(0, 3, 1, 2).float().div_(255.0)
-    prob = torch.softmax(model(x)["seg"].float(), dim=1)[:, 1]
+    prob, image = model.scored(x)
     k = pool_kernel(size)
-    pooled = F.avg_pool2d(prob[:, None], k, stride=1, padding=k // 2)
-    return prob.cpu().numpy(), pooled.amax(dim=(1, 2, 3)).cpu().numpy()
+    score = F.avg_pool2d(prob[:, None], k, stride=1, padding=k // 2).amax(dim=(1, 2, 3))
+    if image is not None:   # a global arch whose `combine` adds its image probability
+        score = 0.5 * (score + image)
+    return prob.cpu().numpy(), score.cpu().numpy()
 
 
 def require_finite(checkpoint: Path, paths: Sequence[Path], maps: np.ndarray, scores: np.ndarray) -> None:
@@ -204,7 +208,8 @@ def evaluate(checkpoint: Path, dataset: str, root: Path | None, category: str, o
     k = pool_kernel(size)
     result = {
         "dataset": dataset, "category": category, "root": str(reader.root), "checkpoint": str(checkpoint),
-        "model": {"preset": config.get("preset"), "size": size}, "device": str(dev),
+        "model": {"preset": config.get("preset"), "size": size, "arch": config.get("arch", "paper"),
+                  **({"combine": config["combine"]} if "combine" in config else {})}, "device": str(dev),
         "protocol": {
             "layout": "mvtec_loco" if loco else "mvtec",
             "anomaly_map": f"softmax anomaly channel at {size}x{size}, bilinear to the ground truth's size",
