@@ -6,7 +6,9 @@ full size (the ground truth itself is never resized). The image score is DRAEM's
 a k x k average pool (zero padding, stride 1) at model resolution, k = 21 at 256 px scaled with the model
 size (odd, e.g. 11 at 128). MVTec LOCO layouts get AU-sPRO (FPR 0.05) and image AUROC for logical and
 structural anomalies (each with all good images) and their mean; other layouts get image AUROC, pixel
-AUROC, pixel AP and AUPRO (FPR 0.3) over all test items.
+AUROC, pixel AP and AUPRO (FPR 0.3) over all test items. A checkpoint with a global branch (arch attention or
+bottleneck) makes its map and score as its `combine` says (train.model.combine_outputs): the map may be the mean of
+the U-Net's and the branch's, the score the mean of the pooled max and the branch's image probability.
 """
 
 import json

@@ -2,7 +2,8 @@
 
 Per image, in the output folder: `<stem>_map.png` (the raw map, 8-bit, 0..255 = probability 0..1, at the
 image's size) and `<stem>_overlay.png` (the map as JET colours over the image); `scores.csv` lists
-`path,score` with the same image score as evaluation (max after the scaled 21 x 21 average pool).
+`path,score` with the same image score as evaluation (max after the scaled 21 x 21 average pool; a global
+arch's `combine` may average it with the branch's image probability, and its map combine the two maps).
 """
 
 import csv
