@@ -1,6 +1,7 @@
 """Training speed: loader samples/s (1 and 2 workers) and steps/s of the `small` and `base` networks.
 
-Run: .venv/bin/python benchmarks/bench_train.py [--n 400] [--size 256] [--batch-size 8]
+Run: .venv/bin/python benchmarks/bench_train.py [--n 400] [--size 256] [--batch-size 8] [--arch paper,attention]
+     .venv/bin/python benchmarks/bench_train.py --steps-only --size 128 --arch paper,attention,bottleneck
 Makes a temporary generated dataset of random-ish pictures with the shards writer, then prints one line per
 figure. Goal: >= 500 samples/s per loader worker at 256x256 without a GPU.
 """
@@ -88,10 +89,12 @@ def bench_items(directory: Path, size: int, normal_fraction: float) -> float:
     return len(order) / (time.process_time() - t)
 
 
-def bench_steps(preset: str, size: int, batch_size: int, steps: int, device: str) -> float:
-    """Seconds per training step (forward, losses, backward, Adam): median of `steps` after one warm-up."""
+def bench_steps(preset: str, size: int, batch_size: int, steps: int, device: str, arch: str = "paper",
+                cpu_clock: bool = False) -> float:
+    """Seconds per training step (forward, losses, backward, Adam): median of `steps` after one warm-up;
+    `cpu_clock`: this process's CPU seconds instead of wall clock (steadier on a shared CPU, one thread)."""
     torch.manual_seed(0)
-    model = LocalizationNet(make_config(preset, size)).to(device)
+    model = LocalizationNet(make_config(preset, size, arch)).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
     cuda = device == "cuda"
     if cuda:
@@ -112,7 +115,43 @@ def bench_steps(preset: str, size: int, batch_size: int, steps: int, device: str
         loss.backward()
         opt.step()
 
-    return median_seconds(step, device, steps)[0]
+    if not cpu_clock:
+        return median_seconds(step, device, steps)[0]
+    step()
+    runs = []
+    for _ in range(max(1, steps)):
+        start = time.process_time()
+        step()
+        runs.append(time.process_time() - start)
+    return float(np.median(runs))
+
+
+def forward_gflops(preset: str, size: int, arch: str) -> float:
+    """GFLOPs of one forward pass of one image, counted on the meta device (no compute; machine-independent)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.device("meta"):
+        model = LocalizationNet(make_config(preset, size, arch))
+        with FlopCounterMode(display=False) as counter:
+            model(torch.empty(1, 3, size, size))
+    return counter.get_total_flops() / 1e9
+
+
+def step_times(archs: list[str], preset: str, size: int, batch_size: int, steps: int, threads: int,
+               cpu_clock: bool = False) -> None:
+    """One CPU line per arch: ms per step, forward GFLOPs and, for a global arch, both as a ratio to the
+    paper's (issue 24: <= 1.5x)."""
+    paper = None
+    clock = "CPU" if cpu_clock else "wall"
+    for arch in archs:
+        params = count_parameters(LocalizationNet(make_config(preset, size, arch))) / 1e6
+        flops = forward_gflops(preset, size, arch)
+        sec = bench_steps(preset, size, batch_size, steps, "cpu", arch, cpu_clock)
+        paper = (sec, flops) if arch == "paper" else paper
+        ratio = (f", {sec / paper[0]:.2f}x paper's time, {flops / paper[1]:.2f}x its FLOPs"
+                 if paper and arch != "paper" else "")
+        print(f"cpu     {preset:5s} {arch:10s} {size}px batch {batch_size} ({params:.2f} M params, {flops:.3f} "
+              f"GFLOP fwd/image, {threads} thread): {sec * 1000:8.0f} ms/step ({clock}){ratio}", flush=True)
 
 
 def main() -> None:
@@ -121,8 +160,16 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=256, help="image size")
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads for the step timings")
+    ap.add_argument("--arch", default="paper", help="comma-separated networks to time (train.model.ARCHS)")
+    ap.add_argument("--steps-only", action="store_true", help="only the step timings (no dataset, no loader)")
+    ap.add_argument("--repeats", type=int, default=5, help="timed steps per figure (small preset)")
+    ap.add_argument("--cpu-clock", action="store_true", help="time steps by CPU seconds, not wall clock")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    archs = [a.strip() for a in args.arch.split(",") if a.strip()]
+    if args.steps_only:
+        step_times(archs, "small", args.size, args.batch_size, args.repeats, args.threads, args.cpu_clock)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
         directory = make_dataset(Path(tmp) / "ds", args.n, args.size)
@@ -134,12 +181,8 @@ def main() -> None:
             rate = bench_loader(directory, args.size, workers, args.batch_size, 0.5)
             print(f"loader  workers={workers} normal-fraction 0.5: {rate:7.0f} samples/s "
                   f"({rate / workers:.0f} per worker, wall clock) at {args.size}px")
-    for preset, steps in (("small", 5), ("base", 1)):
-        cfg = make_config(preset, args.size)
-        params = count_parameters(LocalizationNet(cfg)) / 1e6
-        sec = bench_steps(preset, args.size, args.batch_size, steps, "cpu")
-        print(f"cpu     {preset:5s} {args.size}px batch {args.batch_size} ({params:.1f} M params, "
-              f"{args.threads} thread): {sec * 1000:8.0f} ms/step, {1 / sec:6.2f} steps/s")
+    for preset, steps in (("small", args.repeats), ("base", 1)):
+        step_times(archs, preset, args.size, args.batch_size, steps, args.threads, args.cpu_clock)
     small = make_config("small")
     sec = bench_steps("small", small.size, args.batch_size, 5, "cpu")
     print(f"cpu     small {small.size}px (its own size) batch {args.batch_size}: {sec * 1000:8.0f} ms/step, "

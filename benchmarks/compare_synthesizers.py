@@ -1,10 +1,12 @@
-"""Synthesizers, generator kinds and edge extractors compared on the same work: same datasets, model preset,
-steps and seeds.
+"""Synthesizers, generator kinds, edge extractors and network archs compared on the same work: same datasets,
+model preset, steps and seeds.
 
-A configuration is (synthesizer, generator kind, edge extractor); Perlin uses neither, so it is one row per
-dataset. For each dataset, configuration and seed: fit the generator once per (kind, extractor) with
-`logical-synth fit-generator --kind K --edges E` (a kind the installed CLI does not know is skipped with a
-message), build a generated dataset, train the localization network, evaluate it on the real test split.
+A configuration is (synthesizer, generator kind, edge extractor, network arch); Perlin uses neither kind nor
+extractor. Runs that differ only in `--arch` train on the same generated data (built once, in the `paper` run's
+folder), so the archs are compared on identical samples. For each dataset, configuration and seed: fit the
+generator once per (kind, extractor) with `logical-synth fit-generator --kind K --edges E` (a kind the
+installed CLI does not know is skipped with a message), build a generated dataset, train the localization network,
+evaluate it on the real test split.
 One table row per (dataset, configuration): mean ± std over seeds of the image AUROC and the localization
 score (AU-sPRO on LOCO-layout data such as toybox, with its logical / structural split; AUPRO elsewhere).
 Finished runs are cached in their folder (eval/metrics.json), so a rerun only does what is missing.
@@ -19,6 +21,7 @@ it (benchmarks/results/defaults.json, which synth/defaults.py must match: tests/
         --edges classic,pidinet --pidinet-weights ../shared/weights/table5_pidinet.pth \\
         --datasets toybox:tray,mvtec:hazelnut:../shared/data/hazelnut_toy --seeds 0 1 2
     python benchmarks/compare_synthesizers.py --tiny --synthesizers logical --out /tmp/cmp   # a quick check
+    python benchmarks/compare_synthesizers.py --synthesizers both --arch paper,attention --datasets toybox:bag
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ import numpy as np
 SYNTHESIZERS = ("logical", "perlin", "both")
 KINDS = ("global", "inpaint")
 EDGES = ("classic", "pidinet")
+ARCHS = ("paper", "attention", "bottleneck")   # train.model.ARCHS (not imported: torch loads only when needed)
 # --tiny: one end-to-end configuration in well under a minute on a CPU (a smoke test, not a measurement)
 TINY = {"n": 8, "steps": 1, "size": 32, "seeds": [0], "gen_epochs": 1, "batch_size": 4, "shard_size": 8,
         "workers": 1}
@@ -65,12 +69,20 @@ class Config:
     synthesizer: str
     kind: str | None = None
     edges: str | None = None
-    vocab: str = "paper"    # the edit strategies (VOCABULARIES); "paper" keeps the slugs of earlier runs
+    vocab: str = "paper"    # the edit strategies (VOCABULARIES)
+    arch: str = "paper"
+
+    @property
+    def data_slug(self) -> str:
+        """What the generated data depends on (every arch trains on the same samples); `paper` vocabulary and
+        arch keep the names runs had before these axes existed (their caches hold)."""
+        vocab = None if self.vocab == "paper" else self.vocab
+        return "-".join(x for x in (self.synthesizer, self.kind, self.edges, vocab) if x)
 
     @property
     def slug(self) -> str:
-        vocab = None if self.vocab == "paper" else self.vocab
-        return "-".join(x for x in (self.synthesizer, self.kind, self.edges, vocab) if x)
+        """The run folder's name."""
+        return self.data_slug + ("" if self.arch == "paper" else f"-{self.arch}")
 
     @property
     def strategies(self) -> tuple[str, ...]:
@@ -119,15 +131,17 @@ VOCABULARIES = {
 }
 
 
+
 def configurations(synthesizers: list[str], kinds: list[str], edges: list[str],
-                   vocabs: tuple[str, ...] = ("paper",)) -> list[Config]:
-    """Every (synthesizer, kind, edges, vocabulary); Perlin once (it uses none of them)."""
+                   archs: tuple[str, ...] | list[str] = ("paper",),
+                   vocabs: tuple[str, ...] | list[str] = ("paper",)) -> list[Config]:
+    """Every (synthesizer, kind, edges, vocabulary, arch); Perlin once per arch (it uses no vocabulary)."""
     out = []
     for s in synthesizers:
         if s == "perlin":
-            out.append(Config(s))
+            out += [Config(s, arch=a) for a in archs]
         else:
-            out += [Config(s, k, e, v) for k in kinds for e in edges for v in vocabs]
+            out += [Config(s, k, e, v, a) for k in kinds for e in edges for v in vocabs for a in archs]
     return out
 
 
@@ -177,14 +191,15 @@ def run_one(args: argparse.Namespace, spec: DatasetSpec, config: Config, generat
     if done is not None:
         return done
     run = args.out / spec.slug / f"{config.slug}-seed{seed}"
+    data = args.out / spec.slug / f"{config.data_slug}-seed{seed}" / "data"   # shared by the archs
     t0 = time.perf_counter()
-    build(spec.name, spec.root, [spec.category], n=args.n, size=args.size, out=run / "data", seed=seed,
+    build(spec.name, spec.root, [spec.category], n=args.n, size=args.size, out=data, seed=seed,
           shard_size=args.shard_size, workers=args.workers, generator=generator,
           edges=config.edges or "classic", pidinet_weights=args.pidinet_weights if config.edges == "pidinet"
           else None, synthesizer=config.synthesizer, device=args.device, strategies=config.strategies)
     t1 = time.perf_counter()
-    cfg = TrainConfig(shards=run / "data" / spec.name / spec.category, out=run / "model", steps=args.steps,
-                      batch_size=args.batch_size, preset=args.preset, size=args.size,
+    cfg = TrainConfig(shards=data / spec.name / spec.category, out=run / "model", steps=args.steps,
+                      batch_size=args.batch_size, preset=args.preset, size=args.size, arch=config.arch,
                       workers=args.loader_workers, seed=seed, device=args.device, resume=True, lr=args.lr)
     checkpoint = train(cfg)
     t2 = time.perf_counter()
@@ -220,13 +235,13 @@ def summarise(runs: list[dict]) -> dict[str, tuple[float, float] | None]:
 
 def table(rows: list[tuple[DatasetSpec, Config, list[dict]]]) -> str:
     """Markdown, one row per (dataset, configuration): mean ± std over seeds, percent; then the ranking."""
-    head = "| dataset | synthesizer | generator | edges | seeds | " + " | ".join(COLUMNS) + " |"
-    lines = [head, "|---" * (len(COLUMNS) + 5) + "|"]
+    head = "| dataset | synthesizer | generator | edges | arch | seeds | " + " | ".join(COLUMNS) + " |"
+    lines = [head, "|---" * (len(COLUMNS) + 6) + "|"]
     for spec, config, runs in rows:
         summary = summarise(runs)
         cells = [f"{v[0]:.1f} ± {v[1]:.1f}" if v else "–" for v in (summary[c] for c in COLUMNS)]
         lines.append(f"| {spec.name}/{spec.category} | {config.synthesizer} | {config.kind or '–'} | "
-                     f"{config.edges or '–'} | {len(runs)} | " + " | ".join(cells) + " |")
+                     f"{config.edges or '–'} | {config.arch} | {len(runs)} | " + " | ".join(cells) + " |")
     ranked = ranking(rows)
     if ranked:
         lines += ["", "Ranking (mean over datasets of (image AUROC + localization) / 2): " + ", ".join(
@@ -237,7 +252,7 @@ def table(rows: list[tuple[DatasetSpec, Config, list[dict]]]) -> str:
 def compare(args: argparse.Namespace) -> tuple[list[tuple[DatasetSpec, Config, list[dict]]], list[str]]:
     """Run every (dataset, configuration, seed); (rows of (dataset, configuration, each seed's metrics),
     skip notes)."""
-    configs = configurations(args.synthesizers, args.generator_kind, args.edges, args.vocab)
+    configs = configurations(args.synthesizers, args.generator_kind, args.edges, args.arch, args.vocab)
     rows, notes = [], []
     for spec in args.datasets:
         for config in configs:
@@ -285,9 +300,10 @@ def record(args: argparse.Namespace, rows: list[tuple[DatasetSpec, Config, list[
         "budget": {k: getattr(args, k) for k in ("n", "size", "preset", "steps", "batch_size", "gen_epochs",
                                                   "seeds")},
         "rows": [{"dataset": spec.slug, "synthesizer": c.synthesizer, "kind": c.kind, "edges": c.edges,
-                  "runs": [scores(r) for r in runs],
+                  **({} if c.arch == "paper" else {"arch": c.arch}), "runs": [scores(r) for r in runs],
                   "summary": summarise(runs)} for spec, c, runs in rows],
-        "ranking": [{"synthesizer": c.synthesizer, "kind": c.kind, "edges": c.edges, "score": round(v, 2)}
+        "ranking": [{"synthesizer": c.synthesizer, "kind": c.kind, "edges": c.edges,
+                     **({} if c.arch == "paper" else {"arch": c.arch}), "score": round(v, 2)}
                     for c, v in ranked],
         "best": None if best is None else {
             "synthesizer": best.synthesizer,
@@ -309,6 +325,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--vocab", default="paper",
                    help="comma-separated strategy vocabularies: " + ", ".join(
                        f"{k} ({','.join(v)})" for k, v in VOCABULARIES.items()))
+    p.add_argument("--arch", default="paper", help="comma-separated networks: " + ",".join(ARCHS))
     p.add_argument("--pidinet-weights", type=Path, default=None, help="table5_pidinet.pth for --edges pidinet")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--n", type=int, default=2000, help="generated samples per run")
@@ -340,6 +357,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.generator_kind = parse_list(args.generator_kind, KINDS, "--generator-kind")
         args.edges = parse_list(args.edges, EDGES, "--edges")
         args.vocab = tuple(parse_list(args.vocab, tuple(VOCABULARIES), "--vocab"))
+        args.arch = parse_list(args.arch, ARCHS, "--arch")
         args.datasets = (parse_datasets(args.datasets) if args.datasets
                          else [DatasetSpec(args.dataset, args.category, args.root)])
     except ValueError as e:

@@ -56,6 +56,7 @@ class Settings:
     loader_workers: int
     budget: float
     timeout: float           # cap of any one subprocess
+    arch: str = "paper"      # logical-train --arch of the train and torchrun steps
 
 
 FULL = Settings(device="cuda", size=256, gen_preset="base", train_preset="base", render_batches=(32, 64, 128),
@@ -370,7 +371,7 @@ def train(s: Settings, shards: Path, run: Path, logs: Path, timeout: float) -> t
     """`logical-train` for a fixed number of steps: steady-state speed (log lines after the first),
     loader wait share, peak CUDA memory, finite losses."""
     args = ["train", "--shards", shards, "--out", run, "--preset", s.train_preset, "--size", s.size,
-            "--device", s.device, "--steps", s.train_steps, "--batch-size", s.train_batch,
+            "--arch", s.arch, "--device", s.device, "--steps", s.train_steps, "--batch-size", s.train_batch,
             "--workers", s.loader_workers, "--ckpt-every", s.train_steps]
     wall = run_cli(args, logs / "train", timeout)
     lines = _log_lines(run)
@@ -380,7 +381,7 @@ def train(s: Settings, shards: Path, run: Path, logs: Path, timeout: float) -> t
     peak = max((line.get("peak_memory_mb", 0.0) for line in lines), default=0.0)
     if not (run / "model.pt").is_file():
         raise StepFailed(f"{run / 'model.pt'} was not written")
-    data = {"preset": s.train_preset, "size": s.size, "steps": s.train_steps, "batch": s.train_batch,
+    data = {"preset": s.train_preset, "arch": s.arch, "size": s.size, "steps": s.train_steps, "batch": s.train_batch,
             "loader_workers": s.loader_workers, "wall_s": wall, "images_per_s": finite("images/s", rate),
             "steps_per_s": rate / s.train_batch, "loader_wait_share": wait, "peak_memory_mb": peak or None,
             "final_loss": lines[-1]["loss"]["total"], "checkpoint": str(run / "model.pt")}
@@ -393,7 +394,8 @@ def torchrun(s: Settings, shards: Path, run: Path, logs: Path, timeout: float) -
     """One training step under `torchrun --nproc_per_node 1` (torch.distributed.run): the process group
     and DDP wrapper start (train.json says distributed) and the step's loss is finite."""
     args = ["torch.distributed.run", "--standalone", "--nproc_per_node", "1", "-m", "train", "--shards", shards,
-            "--out", run, "--preset", s.train_preset, "--size", s.size, "--device", s.device, "--steps", 1,
+            "--out", run, "--preset", s.train_preset, "--size", s.size, "--arch", s.arch, "--device", s.device,
+            "--steps", 1,
             "--batch-size", s.train_batch, "--workers", s.loader_workers]
     env = {"GLOO_SOCKET_IFNAME": "lo"} if s.device == "cpu" else None
     wall = run_cli(args, logs / "torchrun", timeout, env)

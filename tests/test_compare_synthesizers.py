@@ -28,9 +28,9 @@ def test_tiny_run_prints_one_finite_row_per_configuration(toybox_root, tmp_path)
     lines = [ln for ln in text.splitlines() if ln.startswith("|")]
     assert len(lines) == 3                                   # header, rule, one configuration
     cells = [c.strip() for c in lines[2].strip("|").split("|")]
-    assert cells[:5] == ["toybox/tray", "perlin", "–", "–", "1"]
-    assert len(cells) == 5 + len(cmp.COLUMNS)
-    for cell in cells[5:]:                                   # LOCO layout: every column filled, finite
+    assert cells[:6] == ["toybox/tray", "perlin", "–", "–", "paper", "1"]
+    assert len(cells) == 6 + len(cmp.COLUMNS)
+    for cell in cells[6:]:                                   # LOCO layout: every column filled, finite
         mean, std = (float(x) for x in cell.split("±"))
         assert math.isfinite(mean) and 0.0 <= mean <= 100.0 and std == 0.0
     assert (tmp_path / "table.md").read_text().strip() == text.strip()
@@ -75,7 +75,7 @@ def test_cached_runs_nothing_and_records_what_is_finished(toybox_root, tmp_path)
     text = cmp.main(["--cached", "--synthesizers", "logical,both", "--seeds", "0", "1", "--datasets",
                      f"toybox:tray:{toybox_root}", "--out", str(tmp_path), "--record", str(record)])
     rows = [ln for ln in text.splitlines() if ln.startswith("| toybox")]
-    assert len(rows) == 1 and "| both | global | classic | 1 | 90.0 ± 0.0 | 70.0 ± 0.0 |" in rows[0]
+    assert len(rows) == 1 and "| both | global | classic | paper | 1 | 90.0 ± 0.0 | 70.0 ± 0.0 |" in rows[0]
     saved = json.loads(record.read_text())
     assert saved == json.loads((tmp_path / "table.json").read_text())
     assert saved["best"] == {"synthesizer": "both", "kind": "global", "edges": "classic"}
@@ -87,6 +87,14 @@ def test_configurations_and_bad_options():
     configs = cmp.configurations(["logical", "perlin", "both"], ["global", "inpaint"], ["classic", "pidinet"])
     assert len(configs) == 4 + 1 + 4 and configs[4] == cmp.Config("perlin")
     assert cmp.parse_datasets("toybox:tray,mvtec:hazelnut:/x/y")[1].root.as_posix() == "/x/y"
+    # archs: every configuration once per arch; runs differing only in arch share their data's folder
+    archs = cmp.configurations(["both", "perlin"], ["global"], ["classic"], ["paper", "attention"])
+    assert [c.slug for c in archs] == ["both-global-classic", "both-global-classic-attention", "perlin",
+                                       "perlin-attention"]
+    assert archs[0].data_slug == archs[1].data_slug == "both-global-classic"
+    assert cmp.parse_args(["--arch", "paper,bottleneck"]).arch == ["paper", "bottleneck"]
+    with pytest.raises(SystemExit):
+        cmp.parse_args(["--arch", "vit"])
     with pytest.raises(SystemExit):
         cmp.parse_args(["--edges", "sobel"])
     with pytest.raises(SystemExit):

@@ -6,6 +6,7 @@ import socket
 import time
 from pathlib import Path
 
+import pytest
 import torch
 import torch.multiprocessing as mp
 from test_train import make_dataset
@@ -20,26 +21,27 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def worker(rank: int, world: int, port: int, shards: str, out: str, result: str) -> None:
+def worker(rank: int, world: int, port: int, shards: str, out: str, result: str, arch: str = "paper") -> None:
     """One torchrun-like process: the environment torchrun would set, then the ordinary training entry."""
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port), GLOO_SOCKET_IFNAME="lo")
     torch.set_num_threads(1)
     model, _ = fit(TrainConfig(shards=Path(shards), out=Path(out), steps=3, batch_size=2, device="cpu",
-                               preset="small", size=32, workers=0, log_every=1, ckpt_every=10))
+                               preset="small", size=32, workers=0, log_every=1, ckpt_every=10, arch=arch))
     torch.save(model.state_dict(), Path(result) / f"rank{rank}.pt")
 
 
-def test_two_processes_end_with_identical_weights(tmp_path):
+@pytest.mark.parametrize("arch", ["paper", "attention"])
+def test_two_processes_end_with_identical_weights(tmp_path, arch):
     shards, out = tmp_path / "ds", tmp_path / "run"
     make_dataset(shards, n=16, shard_size=8)
-    mp.spawn(worker, args=(2, free_port(), str(shards), str(out), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(worker, args=(2, free_port(), str(shards), str(out), str(tmp_path), arch), nprocs=2, join=True)
     a = torch.load(tmp_path / "rank0.pt", weights_only=True)
     b = torch.load(tmp_path / "rank1.pt", weights_only=True)
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)  # parameters and BatchNorm buffers
     torch.manual_seed(0)
-    initial = LocalizationNet(make_config("small", 32)).state_dict()
+    initial = LocalizationNet(make_config("small", 32, arch)).state_dict()
     assert any(not torch.equal(a[k], initial[k]) for k in a if k.endswith("weight"))  # it did train
     # only rank 0 writes: one model, one log with one line per step
     assert (out / "model.pt").is_file()

@@ -6,7 +6,9 @@ full size (the ground truth itself is never resized). The image score is DRAEM's
 a k x k average pool (zero padding, stride 1) at model resolution, k = 21 at 256 px scaled with the model
 size (odd, e.g. 11 at 128). MVTec LOCO layouts get AU-sPRO (FPR 0.05) and image AUROC for logical and
 structural anomalies (each with all good images) and their mean; other layouts get image AUROC, pixel
-AUROC, pixel AP and AUPRO (FPR 0.3) over all test items.
+AUROC, pixel AP and AUPRO (FPR 0.3) over all test items. A checkpoint with a global branch (arch attention or
+bottleneck) makes its map and score as its `combine` says (train.model.combine_outputs): the map may be the mean of
+the U-Net's and the branch's, the score the mean of the pooled max and the branch's image probability.
 """
 
 import json
@@ -57,13 +59,17 @@ def pool_kernel(size: int) -> int:
 @torch.inference_mode()
 def infer(model: torch.nn.Module, images: Sequence[np.ndarray], size: int,
           device: torch.device) -> tuple[np.ndarray, np.ndarray]:
-    """Anomaly maps (B, size, size) float32 in [0, 1] and image scores (B,) for RGB uint8 images."""
+    """Anomaly maps (B, size, size) float32 in [0, 1] and image scores (B,) for RGB uint8 images; `model`
+    is a LocalizationNet (its `scored`: the map and, for a global arch that uses it, an image probability
+    averaged with the pooled max)."""
     batch = np.stack([resize_rgb(img, size) for img in images])
     x = torch.from_numpy(batch).to(device).permute(0, 3, 1, 2).float().div_(255.0)
-    prob = torch.softmax(model(x)["seg"].float(), dim=1)[:, 1]
+    prob, image = model.scored(x)
     k = pool_kernel(size)
-    pooled = F.avg_pool2d(prob[:, None], k, stride=1, padding=k // 2)
-    return prob.cpu().numpy(), pooled.amax(dim=(1, 2, 3)).cpu().numpy()
+    score = F.avg_pool2d(prob[:, None], k, stride=1, padding=k // 2).amax(dim=(1, 2, 3))
+    if image is not None:   # a global arch whose `combine` adds its image probability
+        score = 0.5 * (score + image)
+    return prob.cpu().numpy(), score.cpu().numpy()
 
 
 def require_finite(checkpoint: Path, paths: Sequence[Path], maps: np.ndarray, scores: np.ndarray) -> None:
@@ -194,7 +200,8 @@ def evaluate(checkpoint: Path, dataset: str, root: Path | None, category: str, o
     k = pool_kernel(size)
     result = {
         "dataset": dataset, "category": category, "root": str(reader.root), "checkpoint": str(checkpoint),
-        "model": {"preset": config.get("preset"), "size": size}, "device": str(dev),
+        "model": {"preset": config.get("preset"), "size": size, "arch": config.get("arch", "paper"),
+                  **({"combine": config["combine"]} if "combine" in config else {})}, "device": str(dev),
         "protocol": {
             "layout": "mvtec_loco" if loco else "mvtec",
             "anomaly_map": f"softmax anomaly channel at {size}x{size}, bilinear to the ground truth's size",

@@ -124,6 +124,25 @@ def _problems(name: str, c: dict, tolerance: float) -> list[str]:
     return out
 
 
+def _graph_problems(graph: InferenceGraph, reference: dict, images: list[np.ndarray], tolerance: float) -> list[str]:
+    """The graph itself, run in PyTorch, against what eval and `predict --checkpoint` compute
+    (train.evaluate.infer: cv2 resize, the arch's own map and score): a wrapper that drifts from them (a resize,
+    an arch's `combine`) would otherwise pass every runtime comparison."""
+    from train.evaluate import infer
+
+    maps, scores = [], []
+    for start in range(0, len(images), 8):
+        m, sc = infer(graph.model, images[start:start + 8], graph.size, torch.device("cpu"))
+        maps.append(m)
+        scores.append(sc)
+    d_map = float(np.abs(np.concatenate(maps) - reference["map"]).max())
+    d_score = float(np.abs(np.concatenate(scores) - reference["score"]).max())
+    if d_map <= tolerance and d_score <= tolerance:
+        return []
+    return [f"the exported graph disagrees with evaluation's PyTorch inference: max |map difference| {d_map:.3g}, "
+            f"max |score difference| {d_score:.3g} (tolerance {tolerance:g})"]
+
+
 def check_images(payload: dict, images: Sequence[Path] | None) -> list[Path]:
     """The images of the parity check: those given (files or folders), else up to CHECK_IMAGES of the
     calibration normals the thresholds were set on (when their files are still there)."""
@@ -154,6 +173,7 @@ def verify_export(folder: Path, checkpoint: Path, images: Sequence[Path] | None 
     loaded = [load_rgb(p, bits) for p in paths]
     batch = 8
     reference = run_batches(torch_runner(graph), loaded, batch)
+    problems += _graph_problems(graph, reference, loaded, tolerance)
     runners = {"onnxruntime": onnx_runner(onnx_session(folder))}
     if (folder / OPENVINO_FILE).is_file():
         runners["openvino"] = openvino_runner(folder / OPENVINO_FILE)

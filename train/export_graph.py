@@ -49,9 +49,11 @@ class InferenceGraph(nn.Module):
         ry, rx = resize_weights(h, self.size, shrink), resize_weights(w, self.size, shrink)
         x = torch.matmul(torch.matmul(ry, x), rx.transpose(0, 1))
         x = torch.round(torch.clamp(x, 0, 255)) / 255.0
-        prob = torch.softmax(self.model(x)["seg"].float(), dim=1)[:, 1]
+        prob, image = self.model.scored(x)    # the arch's own map (and image probability), as train.evaluate.infer
         pooled = F.avg_pool2d(prob.unsqueeze(1), self.kernel, stride=1, padding=self.kernel // 2)
         score = pooled.flatten(1).amax(dim=1)
+        if image is not None:
+            score = 0.5 * (score + image)
         decision = score > self.image_threshold
         mask = ((prob > self.pixel_threshold) & decision[:, None, None]).to(torch.uint8)
         return prob, score, decision, mask

@@ -49,7 +49,7 @@ LR_GAMMA = 0.2
 # 47.8 over 3 seeds at 1e-4, 64.1 at 1e-3).
 LEARNING_RATES = {"base": 1e-4, "small": 1e-3}
 LR_MILESTONES = (0.8, 0.9)
-COLOURS = [(0, 0, 0), (31, 119, 180), (44, 160, 44), (255, 127, 14), (214, 39, 40)]  # RGB per curve
+COLOURS = [(0, 0, 0), (31, 119, 180), (44, 160, 44), (255, 127, 14), (214, 39, 40), (148, 103, 189)]  # per curve
 
 
 @dataclass
@@ -65,6 +65,7 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda
     preset: str = "base"
     size: int | None = None  # None: the preset's size
+    arch: str = "paper"  # the network (train.model.ARCHS)
     workers: int = 4
     normal_fraction: float = 0.5
     seed: int = 0
@@ -137,10 +138,10 @@ def rng_state(device: torch.device) -> dict:
 
 def check_same_config(path: Path, payload: dict, config: ModelConfig) -> None:
     """CheckpointError when the checkpoint `payload` read from `path` was made for another network than
-    `config` (another --preset/--size): a run folder holds one model."""
+    `config` (another --preset/--size/--arch): a run folder holds one model."""
     if payload["config"] != config.to_dict():
         raise CheckpointError(f"{path}: made for {payload['config']}, this run is {config.to_dict()}; "
-                              "use the same --preset/--size or another --out")
+                              "use the same --preset/--size/--arch or another --out")
 
 
 def restore(path: Path, model: LocalizationNet, config: ModelConfig, opt, sched, device) -> int:
@@ -172,10 +173,10 @@ def fit(cfg: TrainConfig) -> tuple[LocalizationNet, Path]:
     out = Path(cfg.out)
     last_path, model_path, log_path = out / "last.pt", out / "model.pt", out / "log.jsonl"
     try:
-        model_cfg = make_config(cfg.preset, cfg.size)
+        model_cfg = make_config(cfg.preset, cfg.size, cfg.arch)
         check_trainable(model_cfg, cfg.batch_size)
     except ValueError as exc:
-        raise LogicalError(f"--preset/--size: {exc}") from None
+        raise LogicalError(f"--preset/--size/--arch: {exc}") from None
     torch.manual_seed(cfg.seed)
 
     # data: every rank reads its own share of each epoch's permutation
@@ -350,7 +351,7 @@ def plot_losses(log_path: Path, png_path: Path, width: int = 800, height: int = 
     img = np.full((height, width, 3), 255, np.uint8)
     left, right, top, bottom = 70, 20, 20, 40
     cv2.rectangle(img, (left, top), (width - right, height - bottom), (0, 0, 0), 1)
-    names = ["total", "img", "jnd", "edge", "seg"]
+    names = ["total", "img", "jnd", "edge", "seg", "global"]
     series = {n: [(r["step"], r["loss"][n]) for r in rows if r.get("loss", {}).get(n, 0) > 0] for n in names}
     points = [p for s in series.values() for p in s]
     if points:

@@ -74,11 +74,21 @@ def reconstruction_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tenso
     return F.mse_loss(pred, target.float()) + ssim_loss(pred, target)
 
 
-def total_loss(out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """L = L_img + L_jnd + L_edge + L_seg for one batch; returns every term and `total`.
+def global_loss(out: dict[str, torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
+    """The global branch's L_global: focal loss of its map against the mask plus BCE of its image logit
+    against "the mask marks something" (the same synthetic labels as L_seg; issue 24)."""
+    label = (mask.flatten(1).amax(dim=1) > 0).float()
+    return (focal_loss(out["global_map"], mask)
+            + F.binary_cross_entropy_with_logits(out["global_logit"].float(), label))
 
-    `out` is the model's output (image, jnd, edge_logits, seg); `batch` the loader's (normal, jnd, edge,
-    mask): the reconstruction heads aim at the *normal* image's picture, JND map and edge map.
+
+def total_loss(out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """L = L_img + L_jnd + L_edge + L_seg (+ L_global for a global arch) for one batch; returns every term
+    and `total`.
+
+    `out` is the model's output (image, jnd, edge_logits, seg; global_map and global_logit when the network
+    has a global branch); `batch` the loader's (normal, jnd, edge, mask): the reconstruction heads aim at the
+    *normal* image's picture, JND map and edge map.
     """
     terms = {
         "img": reconstruction_loss(out["image"], batch["normal"]),
@@ -86,5 +96,7 @@ def total_loss(out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> 
         "edge": edge_loss(out["edge_logits"], batch["edge"]),
         "seg": focal_loss(out["seg"], batch["mask"]),
     }
-    terms["total"] = terms["img"] + terms["jnd"] + terms["edge"] + terms["seg"]
+    if "global_map" in out:
+        terms["global"] = global_loss(out, batch["mask"])
+    terms["total"] = sum(terms.values())
     return terms

@@ -4,6 +4,11 @@ Reconstruction sub-network: encoder-decoder (no skips) from the input image to t
 its JND map J_rec and its edge map E_rec. Segmentation sub-network: U-Net with skips on
 concat(input, I_rec, J_rec, E_rec) (8 channels) to 2-class logits. With the `base` preset both match
 the official DRAEM shapes (VitjanZ/DRAEM model_unet.py, widths 128 and 64).
+
+`arch` "paper" is that network exactly (its checkpoints carry no `arch` field, as before the field existed);
+"attention" and "bottleneck" add a global branch (train/global_branch.py) between the segmentation encoder and
+decoder, with its own coarse map and image logit; `combine` says how the branches make the final map and
+image score (COMBINES).
 """
 
 from dataclasses import asdict, dataclass
@@ -14,9 +19,16 @@ from torch import nn
 
 from synth.errors import CheckpointError
 from synth.store.checkpoint import load_torch, save_torch
+from train.global_branch import DESIGNS, make_branch
 
 FORMAT = "logical-localizer"
 VERSION = 1
+ARCHS = ("paper", *DESIGNS)
+# final map / image score: "seg" the U-Net's map alone, "mean" the mean of the U-Net's and the global branch's
+# probability maps; "+logit": the image score is the mean of the pooled map's max and the sigmoid of the
+# global image logit (else the pooled max alone, DRAEM's score)
+COMBINES = ("seg", "mean", "seg+logit", "mean+logit")
+DEFAULT_COMBINE = "mean+logit"
 
 
 @dataclass(frozen=True)
@@ -27,19 +39,34 @@ class ModelConfig:
     size: int = 256  # training resolution (pixels, square)
     rec_widths: tuple[int, ...] = (128, 256, 512, 1024, 1024)
     seg_widths: tuple[int, ...] = (64, 128, 256, 512, 512, 512)
+    arch: str = "paper"  # one of ARCHS
+    combine: str = "seg"  # one of COMBINES; "seg" for the paper's network
+
+    def __post_init__(self):
+        if self.arch not in ARCHS:
+            raise ValueError(f"unknown arch {self.arch!r}; choose from {', '.join(ARCHS)}")
+        if self.combine not in COMBINES or (self.arch == "paper" and self.combine != "seg"):
+            raise ValueError(f"combine {self.combine!r} does not fit arch {self.arch!r} (choose from "
+                             f"{', '.join(COMBINES)}; the paper's network has only 'seg')")
 
     def to_dict(self) -> dict:
+        """Plain dict; the paper's network leaves `arch` and `combine` out (the format before they existed)."""
         d = asdict(self)
         d["rec_widths"], d["seg_widths"] = list(self.rec_widths), list(self.seg_widths)
+        if self.arch == "paper":
+            del d["arch"], d["combine"]
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
+        """ValueError/KeyError/TypeError on a bad dict; no `arch` means the paper's network."""
         return cls(
             preset=str(d["preset"]),
             size=int(d["size"]),
             rec_widths=tuple(int(w) for w in d["rec_widths"]),
             seg_widths=tuple(int(w) for w in d["seg_widths"]),
+            arch=str(d.get("arch", "paper")),
+            combine=str(d.get("combine", "seg")),
         )
 
 
@@ -69,13 +96,17 @@ def size_fits(cfg: ModelConfig) -> bool:
     return cfg.size > 0 and cfg.size % deepest_stride(cfg) == 0
 
 
-def make_config(preset: str = "base", size: int | None = None) -> ModelConfig:
-    """A preset, optionally at another resolution (must be a positive multiple of the deepest stride)."""
+def make_config(preset: str = "base", size: int | None = None, arch: str = "paper",
+                combine: str | None = None) -> ModelConfig:
+    """A preset, optionally at another resolution (must be a positive multiple of the deepest stride), with
+    the network `arch` (ARCHS) and, for a global one, how its branches combine (default DEFAULT_COMBINE).
+    ValueError on an unknown preset, arch or combine or a size that does not fit."""
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
     cfg = PRESETS[preset]
-    if size is not None:
-        cfg = ModelConfig(cfg.preset, int(size), cfg.rec_widths, cfg.seg_widths)
+    combine = combine or ("seg" if arch == "paper" else DEFAULT_COMBINE)
+    cfg = ModelConfig(cfg.preset, int(size) if size is not None else cfg.size, cfg.rec_widths, cfg.seg_widths,
+                      arch, combine)
     if not size_fits(cfg):
         stride = deepest_stride(cfg)
         below = max(stride, cfg.size // stride * stride)
@@ -171,7 +202,10 @@ class SegmentationNet(nn.Module):
         self.head = nn.Conv2d(c, 2, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        feats = self.encoder(x)
+        return self.decode(self.encoder(x))
+
+    def decode(self, feats: list[torch.Tensor]) -> torch.Tensor:
+        """2-class logits from the encoder's features (shallowest first; the deepest may be replaced)."""
         h = feats[-1]
         for up, block, skip in zip(self.ups, self.blocks, feats[-2::-1], strict=True):
             h = block(torch.cat((up(h), skip), dim=1))
@@ -179,24 +213,50 @@ class SegmentationNet(nn.Module):
 
 
 class LocalizationNet(nn.Module):
-    """x (B, 3, H, W) in [0, 1] -> dict(image, jnd, edge (probability), edge_logits, seg (2-class logits))."""
+    """x (B, 3, H, W) in [0, 1] -> dict(image, jnd, edge (probability), edge_logits, seg (2-class logits));
+    a global arch adds global_map (B, 2, H, W) 2-class logits (bilinear from the deepest level) and
+    global_logit (B,) image-level logit."""
 
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
         self.reconstruction = ReconstructionNet(config.rec_widths)
         self.segmentation = SegmentationNet(3 + 3 + 1 + 1, config.seg_widths)
+        if config.arch != "paper":
+            self.global_branch = make_branch(config.arch, config.seg_widths[-1])
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         image, jnd, edge_logits = self.reconstruction(x)
         edge = torch.sigmoid(edge_logits)
-        seg = self.segmentation(torch.cat((x, image, jnd, edge), dim=1))
-        return {"image": image, "jnd": jnd, "edge": edge, "edge_logits": edge_logits, "seg": seg}
+        out = {"image": image, "jnd": jnd, "edge": edge, "edge_logits": edge_logits}
+        seg_in = torch.cat((x, image, jnd, edge), dim=1)
+        if self.config.arch == "paper":
+            return out | {"seg": self.segmentation(seg_in)}
+        feats = self.segmentation.encoder(seg_in)
+        deep, coarse, logit = self.global_branch(feats[-1])
+        seg = self.segmentation.decode([*feats[:-1], deep])
+        coarse = nn.functional.interpolate(coarse, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return out | {"seg": seg, "global_map": coarse, "global_logit": logit}
+
+    def scored(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The final anomaly map (B, H, W) float32 probability in [0, 1] and, when `combine` uses it, the
+        global image probability (B,) (sigmoid of the logit) to average with the map's pooled max; else None."""
+        return combine_outputs(self(x), self.config.combine)
 
     @torch.no_grad()
     def anomaly_map(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, H, W) probability of the anomaly class (softmax channel 1)."""
-        return torch.softmax(self(x)["seg"].float(), dim=1)[:, 1]
+        """(B, H, W) probability of the anomaly class (the combined map for a global arch)."""
+        return self.scored(x)[0]
+
+
+def combine_outputs(out: dict[str, torch.Tensor], combine: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(map (B, H, W) float32 in [0, 1], image probability (B,) or None) from a forward's outputs as `combine`
+    (COMBINES) says; KeyError when it needs the global branch's outputs and they are missing."""
+    prob = torch.softmax(out["seg"].float(), dim=1)[:, 1]
+    if combine.startswith("mean"):
+        prob = 0.5 * (prob + torch.softmax(out["global_map"].float(), dim=1)[:, 1])
+    image = torch.sigmoid(out["global_logit"].float()) if combine.endswith("+logit") else None
+    return prob, image
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -233,7 +293,8 @@ def model_from_payload(path: Path, payload: dict) -> tuple[LocalizationNet, Mode
 
 
 def load_checkpoint(path: Path, device: str = "cpu") -> tuple[LocalizationNet, dict]:
-    """The trained network (eval mode, on `device`) and its config dict (preset, size, widths)."""
+    """The trained network (eval mode, on `device`) and its config dict (preset, size, widths; arch and
+    combine for a global one)."""
     payload = read_checkpoint(path)
     model, config = model_from_payload(path, payload)
     return model.to(device).eval(), config.to_dict()

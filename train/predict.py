@@ -2,7 +2,8 @@
 
 Writes what train.outputs describes: per image the map, the overlay and, when the checkpoint holds calibrated
 thresholds (train.thresholds), the defect mask; `scores.csv` with `path,score,decision`, the image score being
-evaluation's (max after the scaled 21 x 21 average pool).
+evaluation's (max after the scaled 21 x 21 average pool). A global arch's `combine` may
+average the score with the branch's image probability, and its map combine the two maps.
 """
 
 from collections.abc import Sequence

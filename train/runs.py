@@ -116,7 +116,7 @@ def finished(out: Path, cfg: TrainConfig) -> int | None:
     if not path.is_file():
         return None
     payload = read_checkpoint(path)
-    check_same_config(path, payload, make_config(cfg.preset, cfg.size))
+    check_same_config(path, payload, make_config(cfg.preset, cfg.size, cfg.arch))
     step, total = int(payload.get("step", -1)), int(payload.get("total_steps", 0))
     if step < total or (cfg.steps is not None and total != cfg.steps):
         return None
