@@ -191,6 +191,8 @@ def _make_shards(job: Job, todo: list[int], n_jobs: int, server: bool, workers: 
         close_stores()
 
 
+# ~85 lines: one category's job read top to bottom (generator, prepare, plan shards, make, finalize); each step
+# is a call of its own, what remains is the report that joins them.
 def build_category(reader, category: str, *, n: int, size: int, out: Path, seed: int, shard_size: int,
                    workers: int, generator: Path | None, edges: str, pidinet_weights: Path | None,
                    strategies, mix, synthesizer: str, shards, finalize_now: bool, backend: str,

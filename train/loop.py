@@ -160,6 +160,8 @@ def restore(path: Path, model: LocalizationNet, config: ModelConfig, opt, sched,
         raise CheckpointError(f"{path}: cannot resume from it ({type(exc).__name__}: {exc})") from None
 
 
+# One function on purpose (~130 lines): the plain PyTorch loop (AMP, DDP, resume, periodic checkpoints, the
+# non-finite stop) reads top to bottom in one place; its state would otherwise travel through every signature.
 def fit(cfg: TrainConfig) -> tuple[LocalizationNet, Path]:
     """Train; returns the (unwrapped) model and the path of `<out>/model.pt` (written by rank 0). A process
     group this call joins is left at its end; one that was already there (a data folder trained category after
