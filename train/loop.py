@@ -174,11 +174,7 @@ def fit(cfg: TrainConfig) -> tuple[LocalizationNet, Path]:
     cuda = device.type == "cuda"
     out = Path(cfg.out)
     last_path, model_path, log_path = out / "last.pt", out / "model.pt", out / "log.jsonl"
-    try:
-        model_cfg = make_config(cfg.preset, cfg.size, cfg.arch)
-        check_trainable(model_cfg, cfg.batch_size)
-    except ValueError as exc:
-        raise LogicalError(f"--preset/--size/--arch: {exc}") from None
+    model_cfg = model_config(cfg)
     torch.manual_seed(cfg.seed)
 
     # data: every rank reads its own share of each epoch's permutation
@@ -314,9 +310,21 @@ def average_buffers(model: torch.nn.Module) -> None:
             buf.div_(world)
 
 
+def model_config(cfg: TrainConfig) -> ModelConfig:
+    """The network's config for `cfg`; LogicalError (the smallest size that works) when it cannot train."""
+    try:
+        model_cfg = make_config(cfg.preset, cfg.size, cfg.arch)
+        check_trainable(model_cfg, cfg.batch_size)
+    except ValueError as exc:
+        raise LogicalError(f"--preset/--size/--arch: {exc}") from None
+    return model_cfg
+
+
 def train(cfg: TrainConfig) -> Path:
     """Train and return the path of `<out>/model.pt`. Rank 0 holds the write lock of `<out>` throughout
-    (synth.lock: a second run into the same folder stops at once, FolderBusyError)."""
+    (synth.lock: a second run into the same folder stops at once, FolderBusyError); a config that cannot
+    train is refused first, so a refused run leaves no folder behind."""
+    model_config(cfg)
     with folder_lock(cfg.out) if os.environ.get("RANK", "0") == "0" else contextlib.nullcontext():
         return fit(cfg)[1]
 
