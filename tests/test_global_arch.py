@@ -33,12 +33,7 @@ def tiny(arch: str, size: int = 32, combine: str | None = None) -> ModelConfig:
                        combine or ("seg" if arch == "paper" else "mean+logit"))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.mark.parametrize("arch", ["paper", *GLOBAL])

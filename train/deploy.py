@@ -16,9 +16,8 @@ import numpy as np
 
 from synth.console import say
 from synth.datasets.bitdepth import data_depth
-from synth.datasets.images import load_rgb
-from synth.errors import CheckpointError, ImageError, LogicalError
-from train.outputs import expand_inputs, output_stems, write_image_outputs, write_scores
+from synth.errors import CheckpointError, LogicalError
+from train.outputs import expand_inputs, load_chunk, output_stems, write_image_outputs, write_scores
 
 METADATA = "metadata.json"
 ONNX_FILE = "model.onnx"
@@ -99,15 +98,7 @@ def predict_exported(folder: Path, inputs: Sequence[Path], out_dir: Path, batch_
     skipped: list[str] = []
     jobs = list(zip(paths, output_stems(paths), strict=True))
     for start in range(0, len(jobs), batch_size):
-        loaded = []
-        for path, stem in jobs[start:start + batch_size]:
-            try:
-                loaded.append((path, stem, load_rgb(path, bits)))
-            except ImageError as exc:
-                if not skip_bad:
-                    raise
-                say(f"warning: skipped {exc}")
-                skipped.append(str(exc))
+        loaded = load_chunk(jobs[start:start + batch_size], bits, skip_bad, skipped)
         if not loaded:
             continue
         res = run_batches(run, [img for _, _, img in loaded], batch_size)

@@ -16,8 +16,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from synth.console import say
 from synth.datasets.decode import broken_link
-from synth.datasets.images import IMAGE_SUFFIXES, list_images, save_image
+from synth.datasets.images import IMAGE_SUFFIXES, list_images, load_rgb, save_image
 from synth.errors import ImageError
 from train.thresholds import defect_mask
 
@@ -67,6 +68,22 @@ def output_stems(paths: Sequence[Path]) -> list[str]:
         seen[p.stem] = n
         stems.append(p.stem if n == 1 else f"{p.stem}-{n}")
     return stems
+
+
+def load_chunk(chunk: Sequence[tuple[Path, str]], bits: int | None, skip_bad: bool,
+               skipped: list[str]) -> list[tuple[Path, str, np.ndarray]]:
+    """(path, output stem, RGB uint8 image) of each readable image of `chunk`; an unreadable one raises its
+    ImageError, or with `skip_bad` is warned about and appended to `skipped` (predict and predict --model)."""
+    loaded = []
+    for path, stem in chunk:
+        try:
+            loaded.append((path, stem, load_rgb(path, bits)))
+        except ImageError as exc:
+            if not skip_bad:
+                raise
+            say(f"warning: skipped {exc}")
+            skipped.append(str(exc))
+    return loaded
 
 
 def write_image_outputs(out_dir: Path, stem: str, image: np.ndarray, amap: np.ndarray, ng: bool | None,

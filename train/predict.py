@@ -11,11 +11,9 @@ from pathlib import Path
 
 from synth.console import say
 from synth.datasets.bitdepth import data_depth
-from synth.datasets.images import load_rgb
-from synth.errors import ImageError
 from train.evaluate import batches, infer, require_finite, resolve_device
 from train.model import model_from_payload, read_checkpoint
-from train.outputs import expand_inputs, output_stems, write_image_outputs, write_scores
+from train.outputs import expand_inputs, load_chunk, output_stems, write_image_outputs, write_scores
 from train.thresholds import decide, describe
 
 __all__ = ["expand_inputs", "predict"]
@@ -44,15 +42,7 @@ def predict(checkpoint: Path, inputs: Sequence[Path], out_dir: Path, device: str
     skipped: list[str] = []
     jobs = list(zip(paths, output_stems(paths), strict=True))
     for chunk in batches(jobs, batch_size, "predict"):
-        loaded = []
-        for path, stem in chunk:
-            try:
-                loaded.append((path, stem, load_rgb(path, depth.bits)))
-            except ImageError as exc:
-                if not skip_bad:
-                    raise
-                say(f"warning: skipped {exc}")
-                skipped.append(str(exc))
+        loaded = load_chunk(chunk, depth.bits, skip_bad, skipped)
         if not loaded:
             continue
         maps, scores = infer(model, [img for _, _, img in loaded], config.size, dev)
