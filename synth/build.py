@@ -40,6 +40,7 @@ from synth.jobs import (
     finalize,
     shard_done,
 )
+from synth.lock import folder_lock
 from synth.pipeline import PERLIN, SYNTHESIZERS, SynthConfig
 from synth.render.server import RENDER_MODES, RenderServer, use_server
 from synth.sources import BUILD_DIR, close_stores, content_key, prepare
@@ -320,20 +321,23 @@ def build(dataset: str, root: Path | None, categories: Sequence[str] | None, n: 
         raise DatasetError("--category " + "; ".join(reader.unknown_category(c) for c in unknown))
     reports = {}
     for category in categories:
-        try:
-            reports[category] = build_category(
-            reader, category, n=n, size=size, out=Path(out), seed=seed, shard_size=shard_size,
-            workers=workers, generator=generator, edges=edges, pidinet_weights=pidinet_weights,
-            strategies=chosen, mix=mix, synthesizer=synthesizer, shards=shards, finalize_now=finalize,
-            backend=backend, scheduler=scheduler, skip_bad=skip_bad, device=device,
-            anomaly_source=Path(anomaly_source) if anomaly_source else None, render=render,
-            regions=Path(regions) if regions else None)
-        except OSError as exc:
-            if not _out_of_disk(exc):
-                raise
-            raise ShardError(f"{Path(out) / reader.name / category}: out of disk space ({exc}). Every shard "
-                             "already written is complete and kept; free space and rerun the same command "
-                             "to resume.") from None
+        # one writer per category folder; `--shards A-B` workers of one build share it on purpose
+        lock = folder_lock(Path(out) / reader.name / category) if shards is None else contextlib.nullcontext()
+        with lock:
+            try:
+                reports[category] = build_category(
+                reader, category, n=n, size=size, out=Path(out), seed=seed, shard_size=shard_size,
+                workers=workers, generator=generator, edges=edges, pidinet_weights=pidinet_weights,
+                strategies=chosen, mix=mix, synthesizer=synthesizer, shards=shards, finalize_now=finalize,
+                backend=backend, scheduler=scheduler, skip_bad=skip_bad, device=device,
+                anomaly_source=Path(anomaly_source) if anomaly_source else None, render=render,
+                regions=Path(regions) if regions else None)
+            except OSError as exc:
+                if not _out_of_disk(exc):
+                    raise
+                raise ShardError(f"{Path(out) / reader.name / category}: out of disk space ({exc}). Every shard "
+                                 "already written is complete and kept; free space and rerun the same command "
+                                 "to resume.") from None
     return reports
 
 

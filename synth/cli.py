@@ -62,7 +62,7 @@ def fit_generator_command(dataset: str, root: str | None, category: str, preset:
     """
     from pathlib import Path
 
-    from synth.render.fitting import fit_for_category
+    from synth.render.fitting import fit_for_category  # holds the write lock of its --out (synth.lock)
 
     def opt_path(p: str | None) -> Path | None:
         return Path(p) if p else None
@@ -85,20 +85,27 @@ def pack_command(dataset_dir: str, out: str | None, with_generator: bool) -> Non
     """Pack a generated dataset into a plain tar (manifest.json first, DATASET.md, sources, shards)."""
     from pathlib import Path
 
-    from synth.store.archive import pack_dataset
+    from synth.store.archive import archive_identity, pack_dataset
 
     written = pack_dataset(Path(dataset_dir), Path(out) if out else None, with_generator)
     click.echo(f"wrote {written} ({written.stat().st_size / 1e6:.1f} MB)")
+    click.echo(f"identity (sha256 of its manifest.json): {archive_identity(written)}")
+    click.echo(f"publish it next to the download; receivers check with: logical-synth verify {written.name} "
+               f"--expect {archive_identity(written)}")
 
 
 @cli.command("verify")
 @click.argument("path", type=click.Path())
-def verify_command(path: str) -> None:
+@click.option("--expect", default=None, metavar="SHA256",
+              help="Identity the sender published (printed by pack): refuse an archive whose manifest differs.")
+def verify_command(path: str, expect: str | None) -> None:
     """Check a generated dataset (directory or .tar): every file, size, sha256, schema and sample count."""
     from pathlib import Path
 
-    from synth.store.archive import verify_path
+    from synth.store.archive import check_identity, verify_path
 
+    if expect is not None:
+        check_identity(Path(path), expect)
     result = verify_path(Path(path))
     if result.problems:
         listing = "\n  ".join(result.problems)
@@ -129,17 +136,32 @@ def inspect_command(path: str, as_json: bool, sheet: str | None, n: int) -> None
 
 @cli.command("export")
 @click.argument("path", type=click.Path())
-@click.option("--format", "fmt", type=click.Choice(["mvtec"]), default="mvtec", show_default=True,
-              help="Folder layout to write (mvtec: train/good, test/<strategy>, ground_truth/<strategy>).")
+@click.option("--format", "fmt", type=click.Choice(["mvtec", "hf"]), default="mvtec", show_default=True,
+              help="mvtec: PNG folders train/good, test/<strategy>, ground_truth/<strategy>; hf: Parquet files "
+                   "and a dataset card for Hugging Face `datasets` (needs pip install 'logical[hub]').")
 @click.option("--out", type=click.Path(file_okay=False), required=True,
-              help="Folder that receives <category>/ (like an MVTec AD root).")
+              help="mvtec: folder that receives <category>/ (like an MVTec AD root); hf: the folder to write "
+                   "(new or empty).")
 def export_command(path: str, fmt: str, out: str) -> None:
-    """Export a generated dataset (directory or .tar) as PNG folders for anomalib's MVTec/Folder loaders."""
+    """Export a generated dataset (directory or .tar) as PNG folders for anomalib's MVTec/Folder loaders, or
+    as a Hugging Face dataset folder (upload it with the Hub's CLI: see the README)."""
     from pathlib import Path
 
+    from synth.lock import file_lock, folder_lock
     from synth.store.export import export_mvtec
 
-    click.echo(str(export_mvtec(Path(path), Path(out))))
+    if fmt == "hf":  # its --out must be new or empty (written aside, then renamed): the lock lives beside it
+        from synth.console import say
+        from synth.store.export_hf import export_hf
+
+        with file_lock(Path(out)):
+            written = export_hf(Path(path), Path(out))
+        say(f"publish with the Hub's CLI: hf upload USER/REPO {written} . --repo-type dataset")
+        click.echo(str(written))
+        return
+
+    with folder_lock(Path(out)):
+        click.echo(str(export_mvtec(Path(path), Path(out))))
 
 
 # ---- build (build helper)
@@ -166,7 +188,9 @@ def export_command(path: str, fmt: str, out: str) -> None:
               help="PiDiNet checkpoint (table5_pidinet.pth) for --edges pidinet.")
 @click.option("--strategies", default=None,
               help="Comma-separated edit strategies (default: remove,replace,merge,stroke,chip,colour; "
-                   "also jitter, warp).")
+                   "also jitter, warp, and the whole-part logical edits painted with real pixels: remove_part "
+                   "(a whole part missing), move (misplaced), swap (two parts exchanged), resize (stretched or "
+                   "shrunk along its axis), recolour (the colour of the same part in another normal image)).")
 @click.option("--mix", default=defaults.MIX, show_default=True,
               help="Weights of the anomaly kinds for the logical synthesizer.")
 @click.option("--synthesizer", type=click.Choice(["logical", "perlin", "both"]), default=defaults.SYNTHESIZER,
@@ -249,7 +273,9 @@ def scan_command(dataset: str, root: str | None, category: str | None, as_json: 
 @click.option("--size", type=click.IntRange(min=16), default=256, show_default=True,
               help="Square image size in pixels.")
 @click.option("--strategies", default=",".join(("remove", "replace", "merge", "stroke", "chip")),
-              show_default=True, help="Comma-separated edit strategies, used in turn (also: jitter, colour, warp).")
+              show_default=True,
+              help="Comma-separated edit strategies, used in turn (also: jitter, colour, warp, remove_part, move, "
+                   "swap, resize, recolour), or `all`: every strategy, one row each (use --n to see them all).")
 @click.option("--edges", type=click.Choice(["classic", "pidinet"]), default=defaults.EDGES, show_default=True,
               help="Edge extractor (must match the generator's).")
 @click.option("--pidinet-weights", type=click.Path(), default=None,
@@ -269,7 +295,8 @@ def show_command(dataset: str, root: str | None, category: str | None, n: int, o
     from synth.edit.strategies import STRATEGIES
     from synth.preview import run_show
 
-    names = [s.strip() for s in strategies.split(",") if s.strip()]
+    names = list(STRATEGIES) if strategies.strip() == "all" else [s.strip() for s in strategies.split(",")
+                                                                    if s.strip()]
     unknown = [s for s in names if s not in STRATEGIES]
     if not names or unknown:
         raise click.BadParameter(f"unknown {unknown or names}; choose from {', '.join(STRATEGIES)}",

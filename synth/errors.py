@@ -23,3 +23,11 @@ class CheckpointError(LogicalError):
 
 class ArchiveError(LogicalError):
     """An archive is unsafe, truncated or tampered with."""
+
+
+class FolderBusyError(LogicalError):
+    """Another process holds the write lock of an output folder or file (synth.lock)."""
+
+
+class ExportError(LogicalError):
+    """An export cannot be written (output folder in the way, optional dependency missing)."""

@@ -19,6 +19,7 @@ from typing import Protocol
 import numpy as np
 
 from synth.datasets.images import load_rgb, resize_rgb
+from synth.edit.parts import NEEDS_OTHER
 from synth.edit.perlin import perlin_anomaly
 from synth.errors import LogicalError
 from synth.features.regions import jnd_and_foreground
@@ -115,6 +116,7 @@ class Plan:
     rng: np.random.Generator       # the attempt's stream, continued by finish_sample
     edit: object | None = None     # synth.edit.edits.Edit for the logical synthesizer
     reason: str | None = None      # set when planning already failed (no valid region)
+    other: int | None = None       # the source E_i (and, for recolour, its pixels) came from
 
 
 @dataclass
@@ -165,6 +167,7 @@ def plan_sample(sources: Sources, index: int, seed: int, category: str, config: 
 
     other = (source + 1 + int(rng.integers(n - 1))) % n
     src = sources[source]
+    plan.other = other
     plan.edit = plan_edit(strategy, src.edge, src.foreground, src.regions, sources[other].edge, rng,
                           other_regions=sources[other].regions)
     if plan.edit is None:
@@ -188,7 +191,7 @@ def _texture(config: SynthConfig, rng: np.random.Generator, size: tuple[int, int
 
 def finish_sample(plan: Plan, render_a: np.ndarray | None, source: SourceFeatures,
                   config: SynthConfig | None = None, quality: dict | None = None,
-                  render_n: np.ndarray | None = None) -> Composed:
+                  render_n: np.ndarray | None = None, other: SourceFeatures | None = None) -> Composed:
     """Compose the planned sample: paste the render R_A into the normal image where it differs from G(E_j)
     (logical), or make the Perlin anomaly. A rejection carries its reason: no_region, empty_mask, or
     collapsed_render when SSIM(G(E_j), normal) is far below the generator's usual value (its `quality`
@@ -197,7 +200,8 @@ def finish_sample(plan: Plan, render_a: np.ndarray | None, source: SourceFeature
 
     `render_n` is the inpainting kind's R_N, rendered with this sample's hole (else the source's cached
     G(E_j) is used); its gate compares inside the hole, and its render is pasted unflattened (its texture
-    is the image's own)."""
+    is the image's own). `other` is the plan's other source (`plan.other`): whole-part edits
+    (synth.edit.parts) read its pixels and regions (recolour)."""
     if plan.reason is not None:
         return Composed(None, None, plan.reason)
     if plan.synthesizer == PERLIN:
@@ -207,8 +211,13 @@ def finish_sample(plan: Plan, render_a: np.ndarray | None, source: SourceFeature
     from synth.edit.compose import collapsed, compose, edit_hole
     from synth.edit.damage import DAMAGE, paint_damage
     from synth.edit.edits import apply_colour
+    from synth.edit.parts import PARTS, paint_part
 
     edit = plan.edit
+    if edit.strategy in PARTS:               # whole parts: moved, removed, recoloured with real pixels
+        pair = None if other is None else (other.image, other.regions)
+        result = paint_part(source.image, source.regions, source.foreground, edit, pair)
+        return Composed(result.anomaly, result.mask, result.reason, dict(edit.params))
     if edit.strategy in DAMAGE:              # cracks, scratches, chips: painted on the normal pixels
         result = paint_damage(source.image, edit)
         return Composed(result.anomaly, result.mask, result.reason, dict(edit.params))
@@ -289,8 +298,9 @@ def make_samples(sources: Sources, indices: Sequence[int], seed: int, category: 
         t = time.perf_counter()
         pending = {}
         for p in plans:
+            other = sources[p.other] if p.strategy in NEEDS_OTHER and p.reason is None else None
             out = finish_sample(p, renders.get(p.index), sources[p.source], config, quality,
-                                references.get(p.index))
+                                references.get(p.index), other)
             if out.reason is not None:
                 rejections[out.reason] += 1
                 pending[p.index] = p.sub + 1

@@ -13,7 +13,8 @@ MAX_LINES = 400
 
 # Stage of each part of synth, lowest first: a module may import its own stage and lower ones only.
 # `store` serves whoever reads or writes the format and itself sits on datasets-level helpers and plumbing.
-PLUMBING = {"synth", "synth.console", "synth.errors", "synth.rng", "synth.ssim", "synth.sheet", "synth.defaults"}
+PLUMBING = {"synth", "synth.console", "synth.errors", "synth.rng", "synth.ssim", "synth.sheet", "synth.defaults",
+            "synth.lock"}
 STAGES = ["plumbing", "datasets", "store", "features", "edit", "render", "job", "build", "cli"]
 JOB = {"synth.pipeline", "synth.sources", "synth.preview"}
 BUILD = {"synth.build", "synth.jobs"}

@@ -7,6 +7,7 @@ import click
 
 from synth import __version__
 from synth.console import Group, say
+from synth.lock import folder_lock
 
 
 @click.group(cls=Group, invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
@@ -55,6 +56,8 @@ from synth.console import Group, say
               help="Data folder: this task trains categories task-index, task-index + task-count, ... "
                    "(e.g. $SLURM_ARRAY_TASK_ID).")
 @click.option("--task-count", type=click.IntRange(min=1), help="Data folder: number of tasks sharing the categories.")
+@click.option("--expect", metavar="SHA256",
+              help="Identity the sender published for --shards X.tar (printed by pack): refuse another archive.")
 @click.pass_context
 def cli(ctx: click.Context, shards: Path | None, out: Path, **options) -> None:
     """Train and evaluate the anomaly localization network.
@@ -75,6 +78,10 @@ def cli(ctx: click.Context, shards: Path | None, out: Path, **options) -> None:
     from train.runs import train_shards
 
     folder = {k: options.pop(k) for k in ("unified", "only", "task_index", "task_count")}
+    if (expect := options.pop("expect")) is not None:
+        from synth.store.archive import check_identity
+
+        check_identity(shards, expect)
     paths = train_shards(TrainConfig(shards=shards, out=out, **options), **folder)
     if os.environ.get("RANK", "0") == "0":
         for path in paths:
@@ -140,8 +147,9 @@ def eval_command(checkpoint: Path, dataset: str, root: Path | None, category: st
             raise click.UsageError(f"--category is required: this root holds {', '.join(categories)}")
         category = categories[0]
     out = out if out is not None else Path("runs/eval") / f"{dataset}_{category}"
-    result = evaluate(checkpoint, dataset, root, category, out, device=device, batch_size=batch_size,
-                      n_heatmaps=n_heatmaps)
+    with folder_lock(out):
+        result = evaluate(checkpoint, dataset, root, category, out, device=device, batch_size=batch_size,
+                          n_heatmaps=n_heatmaps)
     click.echo(markdown_table(result))
     say(f"report: {out / 'metrics.json'}, {out / 'metrics.md'}, "
         f"{len(result['heatmaps'])} figures in {out / 'heatmaps'}")
@@ -153,8 +161,9 @@ def _eval_runs(checkpoint: Path, dataset: str, root: Path | None, out: Path | No
     from train.evaluate_runs import evaluate_runs, runs_table
 
     out = out if out is not None else Path("runs/eval") / dataset
-    report = evaluate_runs(checkpoint, dataset, root, out, device=device, batch_size=batch_size,
-                           n_heatmaps=n_heatmaps)
+    with folder_lock(out):
+        report = evaluate_runs(checkpoint, dataset, root, out, device=device, batch_size=batch_size,
+                               n_heatmaps=n_heatmaps)
     click.echo(runs_table(report))
     say(f"report: {out / 'metrics.json'}, {out / 'metrics.md'}, {out / 'summary.png'}, per category in "
         f"{out}/<category>/")
@@ -179,7 +188,8 @@ def predict_command(checkpoint: Path, images: tuple[Path, ...], out: Path, devic
     """Anomaly maps and image scores for IMAGES (files or folders of images) with a trained checkpoint."""
     from train.predict import predict
 
-    rows, skipped = predict(checkpoint, images, out, device=device, batch_size=batch_size, skip_bad=skip_bad)
+    with folder_lock(out):
+        rows, skipped = predict(checkpoint, images, out, device=device, batch_size=batch_size, skip_bad=skip_bad)
     note = f", {len(skipped)} skipped (see {out / 'skipped.txt'})" if skipped else ""
     say(f"{len(rows)} images scored: {out / 'scores.csv'}{note}")
 

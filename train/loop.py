@@ -10,6 +10,7 @@ rank 0 writes files.
 """
 
 import bisect
+import contextlib
 import json
 import math
 import os
@@ -28,6 +29,7 @@ from torch.utils.data import DataLoader, DistributedSampler, Sampler
 from synth.console import progress, say
 from synth.datasets.images import save_image
 from synth.errors import CheckpointError, LogicalError, ShardError
+from synth.lock import folder_lock
 from train.balanced import training_data
 from train.data import to_float
 from train.losses import total_loss
@@ -310,8 +312,10 @@ def average_buffers(model: torch.nn.Module) -> None:
 
 
 def train(cfg: TrainConfig) -> Path:
-    """Train and return the path of `<out>/model.pt`."""
-    return fit(cfg)[1]
+    """Train and return the path of `<out>/model.pt`. Rank 0 holds the write lock of `<out>` throughout
+    (synth.lock: a second run into the same folder stops at once, FolderBusyError)."""
+    with folder_lock(cfg.out) if os.environ.get("RANK", "0") == "0" else contextlib.nullcontext():
+        return fit(cfg)[1]
 
 
 def _plain(value):

@@ -21,11 +21,12 @@ _PNG = b"\x89PNG\r\n\x1a\n"
 
 @dataclass(frozen=True)
 class PngHeader:
-    """IHDR bit depth and colour type, and the sBIT bytes (one per channel) when present."""
+    """IHDR bit depth and colour type, the sBIT bytes (one per channel) and the tRNS chunk when present."""
 
     bit_depth: int
     colour_type: int
     sbit: tuple[int, ...] | None
+    trns: bytes | None = None
 
 
 def png_header(path: Path) -> PngHeader | None:
@@ -34,7 +35,7 @@ def png_header(path: Path) -> PngHeader | None:
         with open(path, "rb") as fh:
             if fh.read(8) != _PNG:
                 return None
-            depth, colour, sbit = 0, 0, None
+            depth, colour, sbit, trns = 0, 0, None, None
             while True:
                 head = fh.read(8)
                 if len(head) < 8:
@@ -48,9 +49,11 @@ def png_header(path: Path) -> PngHeader | None:
                     depth, colour = body[8], body[9]
                 elif kind == b"sBIT":
                     sbit = tuple(body)
+                elif kind == b"tRNS":
+                    trns = body
     except OSError:
         return None
-    return PngHeader(depth, colour, sbit) if depth else None
+    return PngHeader(depth, colour, sbit, trns) if depth else None
 
 
 def significant_bits(path: Path) -> tuple[int | None, int | None]:

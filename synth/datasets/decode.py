@@ -70,3 +70,4 @@ def colour_channels(img: np.ndarray) -> np.ndarray:
 
 def _alpha(img: np.ndarray) -> np.ndarray | None:
     return img[:, :, -1] if img.ndim == 3 and img.shape[2] in (2, 4) else None
+

@@ -6,7 +6,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from synth.datasets.bitdepth import significant_bits
+from synth.datasets.bitdepth import png_header, significant_bits
 from synth.datasets.decode import _alpha, colour_channels, read_raw
 from synth.errors import ImageError
 
@@ -55,21 +55,65 @@ def load_rgb(path: Path, bits: int | None = None) -> np.ndarray:
     return np.ascontiguousarray(img)
 
 
+def read_layers(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """(colour, alpha) of a file: colour as `colour_channels` gives it, alpha (H, W) of the file's dtype or None.
+
+    OpenCV turns RGBA, LA and palette-with-tRNS PNGs into BGRA, but drops the tRNS key of a grey PNG (one grey
+    level marked transparent, PNG spec 11.3.2.1): that key becomes an alpha of 0 / full here, so every PNG
+    container that can carry transparency yields its alpha. ImageError as `read_raw`.
+    """
+    raw = read_raw(path)
+    alpha = _alpha(raw)
+    if alpha is None and raw.ndim == 2:
+        alpha = _grey_key_alpha(Path(path), raw)
+    return colour_channels(raw), alpha
+
+
+def _grey_key_alpha(path: Path, raw: np.ndarray) -> np.ndarray | None:
+    head = png_header(path)
+    if head is None or head.colour_type != 0 or not head.trns or len(head.trns) < 2:
+        return None
+    key = int.from_bytes(head.trns[:2], "big")
+    if head.bit_depth < 8:                  # OpenCV scales 1/2/4-bit grey up to 0..255
+        key = key * 255 // ((1 << head.bit_depth) - 1)
+    full = np.iinfo(raw.dtype).max
+    return np.where(raw == key, 0, full).astype(raw.dtype)
+
+
 def load_mask(path: Path) -> np.ndarray:
     """A mask's values as stored, (H, W) uint8 or uint16 (no scaling: label and pixel values survive):
-    colour files take the max over colour channels; a transparent pixel counts as 0 (alpha composited onto
-    black); palette and 1-bit files come out as their colours' grey levels."""
+    colour files take the max over colour channels; palette and 1-bit files come out as their colours' grey
+    levels. Alpha (RGBA, LA, palette or grey with tRNS, 8/16 bit): where it varies it is the shape (see
+    `alpha_shape`), so values outside the shape are 0 and inside keep their colour; a constant alpha below
+    full scales the values (composited onto black)."""
+    return mask_layers(path)[0]
+
+
+def mask_layers(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """(values, shape): `load_mask`'s values and the bool (H, W) shape its alpha carries, or None when the
+    file has no alpha or a constant one (then the values alone say which pixels are defect)."""
     path = Path(path)
-    raw = read_raw(path)
-    values, alpha = colour_channels(raw), _alpha(raw)
+    values, alpha = read_layers(path)
     if values.ndim == 3:
         values = values.max(axis=2)
     if values.dtype not in (np.uint8, np.uint16):
         values = to_uint8(values, path)
-    if alpha is not None and alpha.min(initial=0) < np.iinfo(alpha.dtype).max:
+    shape = alpha_shape(alpha)
+    if shape is not None:
+        values = np.where(shape, values, 0).astype(values.dtype)
+    elif alpha is not None and alpha.min(initial=0) < np.iinfo(alpha.dtype).max:
         full = np.iinfo(alpha.dtype).max
         values = (values.astype(np.uint64) * alpha // full).astype(values.dtype)
-    return np.ascontiguousarray(values)
+    return np.ascontiguousarray(values), shape
+
+
+def alpha_shape(alpha: np.ndarray | None) -> np.ndarray | None:
+    """bool (H, W): alpha >= half its dtype's range (128 of 255, 32768 of 65535) where the alpha varies;
+    None without alpha or with a constant one. Annotation tools export masks whose shape is the transparency
+    and whose colour names the class (often black), so a varying alpha, not the colour, is the shape."""
+    if alpha is None or alpha.size == 0 or int(alpha.min()) == int(alpha.max()):
+        return None
+    return alpha >= (int(np.iinfo(alpha.dtype).max) + 1) // 2
 
 
 def mask_range(values: np.ndarray, path: Path | None = None) -> int:
@@ -102,8 +146,10 @@ def defect_pixels(values: np.ndarray, path: Path | None = None) -> tuple[np.ndar
 
 
 def read_defect_mask(path: Path) -> np.ndarray:
-    """bool (H, W): the defect pixels of a ground-truth mask file (rule: `defect_pixels`)."""
-    return defect_pixels(load_mask(path), path)[0]
+    """bool (H, W): the defect pixels of a ground-truth mask file: its alpha where that varies
+    (`alpha_shape`), else its values by `defect_pixels`."""
+    values, shape = mask_layers(path)
+    return shape if shape is not None else defect_pixels(values, path)[0]
 
 
 def save_image(path: Path, img: np.ndarray) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from synth.datasets.decode import read_raw
+from synth.datasets.images import alpha_shape, read_layers
 from synth.errors import DatasetError
 
 ASPECT_TOLERANCE = 0.02  # relative difference of height/width allowed between a label image and its photo
@@ -53,11 +53,13 @@ def read_part_labels(path: Path, image_shape: tuple[int, int], size: int | tuple
 
     `image_shape` is the (height, width) of the photo the labels belong to: a label image of another aspect
     ratio was made for another picture (or cropped) and is refused. DatasetError naming the file for a
-    colour, float or otherwise non-label image; ImageError for an unreadable one.
+    colour, float or otherwise non-label image; ImageError for an unreadable one. A label image with a varying
+    alpha (LA, grey RGBA, grey palette or grey with tRNS) is background (0) where alpha < half its range;
+    a constant alpha is ignored (labels are never scaled).
     """
-    raw = read_raw(Path(path))
-    if raw.ndim == 3 and raw.shape[2] == 1:
-        raw = raw[:, :, 0]
+    raw, alpha = read_layers(Path(path))
+    if raw.ndim == 3 and (raw.shape[2] == 1 or (alpha is not None and (raw == raw[:, :, :1]).all())):
+        raw = raw[:, :, 0]                  # grey with alpha decodes as BGRA (LA, grey palette with tRNS)
     if raw.ndim != 2 or raw.dtype not in (np.uint8, np.uint16):
         raise DatasetError(f"{path}: a part label image must be single-channel 8- or 16-bit (0 = background, "
                            f"1..K = parts), not {raw.dtype} with shape {raw.shape}")
@@ -65,5 +67,8 @@ def read_part_labels(path: Path, image_shape: tuple[int, int], size: int | tuple
     if abs(h / w - ih / iw) > ASPECT_TOLERANCE * (ih / iw):
         raise DatasetError(f"{path}: label image is {w}x{h} but its photo is {iw}x{ih} (another aspect ratio); "
                            "export the labels at the photo's size")
+    shape = alpha_shape(alpha)
+    if shape is not None:
+        raw = np.where(shape, raw, 0).astype(raw.dtype)
     out_w, out_h = (size, size) if isinstance(size, int) else size
     return cv2.resize(raw.astype(np.uint16), (out_w, out_h), interpolation=cv2.INTER_NEAREST)

@@ -13,7 +13,7 @@ from synth.console import progress
 from synth.datasets.base import Listing, Reader, size_mismatch
 from synth.datasets.bitdepth import data_depth
 from synth.datasets.decode import broken_link, read_raw
-from synth.datasets.images import defect_pixels, load_mask
+from synth.datasets.images import defect_pixels, mask_layers
 from synth.errors import DatasetError, ImageError
 
 
@@ -38,15 +38,18 @@ def _decode(path: Path) -> np.ndarray | str:
         return str(exc)
 
 
-def probe_mask(path: Path, pixel_value: int | None = None) -> tuple[tuple[int, int], str | None] | str:
-    """((width, height), note) of a mask after decoding it, or the reason it cannot be read; the note says
-    how a mask that is not two-level is read (see synth.datasets.images.defect_pixels and DefectRegion.mask)."""
+def probe_mask(path: Path, pixel_value: int | None = None) -> tuple[tuple[int, int], str | None, bool] | str:
+    """((width, height), note, shape from alpha) of a mask after decoding it, or the reason it cannot be read;
+    the note says how a mask that is not two-level is read (see synth.datasets.images.defect_pixels and
+    DefectRegion.mask); the flag says its varying alpha is the shape (synth.datasets.images.alpha_shape)."""
     try:
-        values = load_mask(path)
+        values, shape = mask_layers(path)
     except ImageError as exc:
         return str(exc)
     size = (int(values.shape[1]), int(values.shape[0]))
-    if pixel_value is None:
+    if shape is not None and pixel_value is None:
+        note = None
+    elif pixel_value is None:
         note = defect_pixels(values, path)[1]
     elif np.count_nonzero(values[(values != 0) & (values != pixel_value)]):
         levels = np.unique(values).size
@@ -54,7 +57,7 @@ def probe_mask(path: Path, pixel_value: int | None = None) -> tuple[tuple[int, i
                 f"read as defect where value >= {(pixel_value + 1) // 2}")
     else:
         note = None
-    return size, (f"{path}: {note}" if note else None)
+    return size, (f"{path}: {note}" if note else None), shape is not None
 
 
 def _listing(reader: Reader, category: str) -> Listing:
@@ -92,16 +95,21 @@ def scan_category(reader: Reader, category: str) -> dict:
     jobs = [(it.path, it.mask_path, None) for it in listing.test if it.mask_path is not None]
     jobs += [(it.path, r.path, r.pixel_value) for it in listing.test for r in it.regions]
     results = _probe_masks([(m, v) for _, m, v in jobs], f"scan {category} masks")
+    from_alpha = 0
     for (image, mask, _), result in zip(jobs, results, strict=True):
         if isinstance(result, str):
             problems.append(result)
             continue
-        (w, h), note = result
+        (w, h), note, alpha = result
+        from_alpha += alpha
         if note:
             notes.append(note)
         problem = size_mismatch(mask, (h, w), image, sizes[image][::-1]) if image in sizes else None
         if problem:
             problems.append(problem)
+    if from_alpha:
+        notes.append(f"masks: shape from alpha ({from_alpha} files): defect where alpha >= half its range, "
+                     "whatever the colour")
     size_counts = Counter(f"{w}x{h}" for w, h in sizes.values())
     return {"train": len(listing.train), "validation": len(listing.validation),
             "test": dict(sorted(Counter(it.split for it in listing.test).items())),

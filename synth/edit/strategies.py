@@ -1,5 +1,6 @@
-"""The strategy table: every edit strategy by name, edge-map edits (synth.edit.edits) and painted damage
-(synth.edit.damage) alike, and `plan_edit`, which draws a target region and runs the strategy's planner.
+"""The strategy table: every edit strategy by name, edge-map edits (synth.edit.edits), painted damage
+(synth.edit.damage) and whole-part pixel edits (synth.edit.parts) alike, and `plan_edit`, which draws a
+target region and runs the strategy's planner.
 
 The table imports both planner modules, so neither imports the other (method.md step 4).
 """
@@ -11,6 +12,8 @@ import numpy as np
 from synth.edit.damage import plan_chip, plan_stroke
 from synth.edit.edits import Edit, plan_colour, plan_jitter, plan_merge, plan_remove, plan_replace, plan_warp
 from synth.edit.geometry import bbox_of, dilate
+from synth.edit.parts import PARTS
+from synth.edit.parts import PLANNERS as PART_PLANNERS
 from synth.features.regions import ScaleRule, arbitrary_region
 
 LOGICAL_STRATEGIES = ("remove", "replace", "merge")
@@ -22,7 +25,12 @@ STRUCTURAL_STRATEGIES = ("stroke", "jitter", "chip")
 EXTRA_STRATEGIES = ("colour", "warp")
 
 
-STRATEGIES = LOGICAL_STRATEGIES + STRUCTURAL_STRATEGIES + EXTRA_STRATEGIES
+# The rest of the logical-defect taxonomy (MVTec LOCO AD; issue 23): whole parts missing, misplaced, swapped,
+# resized, recoloured, painted with the image's own pixels (synth.edit.parts). Not in the defaults yet.
+PART_STRATEGIES = PARTS
+
+
+STRATEGIES = LOGICAL_STRATEGIES + STRUCTURAL_STRATEGIES + EXTRA_STRATEGIES + PART_STRATEGIES
 
 
 # What `build` uses without --strategies. jitter and warp stay available but are left out: rendered by a
@@ -32,8 +40,8 @@ STRATEGIES = LOGICAL_STRATEGIES + STRUCTURAL_STRATEGIES + EXTRA_STRATEGIES
 DEFAULT_STRATEGIES = ("remove", "replace", "merge", "stroke", "chip", "colour")
 
 
-KIND_OF = {s: "logical" for s in LOGICAL_STRATEGIES} | {s: "structural" for s in STRUCTURAL_STRATEGIES
-                                                           + EXTRA_STRATEGIES}
+KIND_OF = {s: "logical" for s in LOGICAL_STRATEGIES + PART_STRATEGIES} | {
+    s: "structural" for s in STRUCTURAL_STRATEGIES + EXTRA_STRATEGIES}
 
 
 ATTEMPTS = 8
@@ -73,11 +81,16 @@ def _choose_target(regions: np.ndarray | None, foreground: np.ndarray, rng: np.r
 
 
 _PLANNERS = {"remove": plan_remove, "replace": plan_replace, "merge": plan_merge, "stroke": plan_stroke,
-             "jitter": plan_jitter, "chip": plan_chip, "warp": plan_warp, "colour": plan_colour}
+             "jitter": plan_jitter, "chip": plan_chip, "warp": plan_warp, "colour": plan_colour} | PART_PLANNERS
 
 
 # Strategies whose pixels are painted on the normal image, not rendered by the generator (no G call).
-PAINTED = ("stroke", "chip", "colour")
+PAINTED = ("stroke", "chip", "colour", *PART_STRATEGIES)
+
+
+# Bounds for whole-part edits: no generator to protect, so any part up to half the object; the smallest
+# part still has to be a part, not a speck.
+PART_RULE = ScaleRule(min_area=0.002, max_area=0.5, max_edges=1.0)
 
 
 def plan_edit(strategy: str, edge: np.ndarray, foreground: np.ndarray, regions: np.ndarray | None,
@@ -86,9 +99,10 @@ def plan_edit(strategy: str, edge: np.ndarray, foreground: np.ndarray, regions: 
               semantic_p: float | None = None, attempts: int = ATTEMPTS) -> Edit | None:
     """Plan one edit of `strategy` on the normal edge map, or None when no valid region is found.
 
-    Regions are semantic (a label of `regions`, dilated a few px so the part's outline is inside) with
-    probability `semantic_p` (default: SEMANTIC_P of the strategy's kind), else arbitrary (three random
-    shapes). Each attempt draws a region and an edit;
+    Whole-part strategies (PART_STRATEGIES) pick their own parts (labels of `regions`) under PART_RULE
+    unless `rule` is given; otherwise regions are semantic (a label of `regions`, dilated a few px so the
+    part's outline is inside) with probability `semantic_p` (default: SEMANTIC_P of the strategy's kind),
+    else arbitrary (three random shapes). Each attempt draws a region and an edit;
     an attempt whose region breaks the scale `rule` or that changes too little is redrawn, up to `attempts`
     times, with the same rng. `other_edge`/`other_regions` are another normal image's edge and label maps
     (None: the image itself). Regions are clipped to the foreground dilated by the same few px.
@@ -99,7 +113,7 @@ def plan_edit(strategy: str, edge: np.ndarray, foreground: np.ndarray, regions: 
     foreground = np.asarray(foreground, bool)
     if not foreground.any():
         return None
-    rule = rule or ScaleRule()
+    rule = rule or (PART_RULE if strategy in PART_STRATEGIES else ScaleRule())
     if strategy in ("stroke", "chip"):  # painted, no generator to protect: a small crack or chip is fine
         rule = replace(rule, min_area=0.0)
     semantic_p = SEMANTIC_P[KIND_OF[strategy]] if semantic_p is None else semantic_p
@@ -110,6 +124,8 @@ def plan_edit(strategy: str, edge: np.ndarray, foreground: np.ndarray, regions: 
     for _ in range(attempts):
         if strategy in ("stroke", "chip"):  # they pick their own surface (synth.edit.damage)
             target = _Target(np.zeros_like(foreground), "surface")
+        elif strategy in PART_STRATEGIES:  # they pick their own whole parts (synth.edit.parts)
+            target = _Target(np.zeros_like(foreground), "part")
         else:
             target = _choose_target(regions, foreground, rng, semantic_p, pad, edge,
                                     on_parts=KIND_OF[strategy] == "logical")

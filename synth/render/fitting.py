@@ -30,6 +30,7 @@ from synth.console import say
 from synth.datasets.bitdepth import data_depth
 from synth.datasets.images import load_rgb, resize_rgb, save_image
 from synth.errors import CheckpointError, DatasetError, LogicalError
+from synth.lock import file_lock
 from synth.render.generator import (
     FORMAT,
     KINDS,
@@ -326,31 +327,32 @@ def fit_for_category(dataset: str, root: Path | None, category: str, size: int |
     if kind == "inpaint":
         defaults["epochs"] = INPAINT_EPOCHS.get(preset, defaults["epochs"])
     out = Path(out) if out is not None else Path("data") / dataset / category / "generator.pt"
-    reader = open_dataset(dataset, root)
-    train_paths = reader.train_images(category)
-    if not train_paths:
-        raise DatasetError(f"{reader.root}: category {category!r} has no train images to fit a generator on")
-    val_paths = reader.validation_images(category)[:32]
-    extractor = get_extractor(edges, pidinet_weights)
-    if bits is None:                        # the category's one scale, as build uses (build passes its own)
-        bits = data_depth(train_paths).bits
+    with file_lock(out):                # one writer per generator file (build fits through here too)
+        reader = open_dataset(dataset, root)
+        train_paths = reader.train_images(category)
+        if not train_paths:
+            raise DatasetError(f"{reader.root}: category {category!r} has no train images to fit a generator on")
+        val_paths = reader.validation_images(category)[:32]
+        extractor = get_extractor(edges, pidinet_weights)
+        if bits is None:                        # the category's one scale, as build uses (build passes its own)
+            bits = data_depth(train_paths).bits
 
-    def read(paths: list[Path], what: str) -> tuple[list, list]:
-        bar = progress_bar(paths, desc=f"reading {what} images", total=len(paths)) if progress else paths
-        imgs = [resize_rgb(load_rgb(p, bits), config.size) for p in bar]
-        batch = getattr(extractor, "batch", None)
-        return imgs, list(batch(imgs)) if batch else [extractor(im) for im in imgs]
+        def read(paths: list[Path], what: str) -> tuple[list, list]:
+            bar = progress_bar(paths, desc=f"reading {what} images", total=len(paths)) if progress else paths
+            imgs = [resize_rgb(load_rgb(p, bits), config.size) for p in bar]
+            batch = getattr(extractor, "batch", None)
+            return imgs, list(batch(imgs)) if batch else [extractor(im) for im in imgs]
 
-    images, edge_maps = read(train_paths, "train")
-    val_images, val_edges = read(val_paths, "validation") if len(val_paths) >= 2 else (None, None)
-    held_out = 0 if val_images else held_out_count(len(images))
-    if len(images) < MIN_FIT_IMAGES:
-        where = ("quality is measured on the validation images" if val_images else
-                 "quality is measured on those same training images (optimistic)")
-        say(f"warning: {category} has {len(images)} normal train images, fewer than {MIN_FIT_IMAGES}: the "
-            f"generator will be weak; fitting on all {len(images)}, {where}")
-    return fit_generator(images, edge_maps, config, epochs or defaults["epochs"], out, held_out=held_out,
-                         edges_identity=extractor.identity, resume=resume, seed=seed,
-                         batch_size=batch_size or defaults["batch_size"], lr=defaults["lr"],
-                         lambda_l1=defaults["lambda_l1"], lambda_ssim=defaults["lambda_ssim"], kind=kind,
-                         val_images=val_images, val_edges=val_edges, device=device, progress=progress)
+        images, edge_maps = read(train_paths, "train")
+        val_images, val_edges = read(val_paths, "validation") if len(val_paths) >= 2 else (None, None)
+        held_out = 0 if val_images else held_out_count(len(images))
+        if len(images) < MIN_FIT_IMAGES:
+            where = ("quality is measured on the validation images" if val_images else
+                     "quality is measured on those same training images (optimistic)")
+            say(f"warning: {category} has {len(images)} normal train images, fewer than {MIN_FIT_IMAGES}: the "
+                f"generator will be weak; fitting on all {len(images)}, {where}")
+        return fit_generator(images, edge_maps, config, epochs or defaults["epochs"], out, held_out=held_out,
+                             edges_identity=extractor.identity, resume=resume, seed=seed,
+                             batch_size=batch_size or defaults["batch_size"], lr=defaults["lr"],
+                             lambda_l1=defaults["lambda_l1"], lambda_ssim=defaults["lambda_ssim"], kind=kind,
+                             val_images=val_images, val_edges=val_edges, device=device, progress=progress)

@@ -24,6 +24,7 @@ from typing import Any, BinaryIO
 
 from synth.console import progress
 from synth.errors import ArchiveError, ShardError
+from synth.lock import file_lock
 from synth.store.atomic import BLOCK, atomic_path
 from synth.store.manifest import check_h5, layout_problems, parse_manifest, read_manifest, total_samples, verify_dataset
 from synth.store.schema import GENERATOR, MANIFEST, SAFE_NAME, SHARD_PATTERN, SOURCES
@@ -119,7 +120,7 @@ def pack_dataset(directory: Path, out: Path | None = None, with_generator: bool 
     mtime = int((directory / MANIFEST).stat().st_mtime)
     bar = progress(None, f"pack {out.name}", total=sum(files[n]["size"] for n in names), unit="B",
                    unit_scale=True)
-    with bar, atomic_path(out) as tmp, open(tmp, "wb") as f:
+    with file_lock(out), bar, atomic_path(out) as tmp, open(tmp, "wb") as f:
         for name, data in head:
             f.write(_tar_header(f"{prefix}/{name}", len(data), mtime) + data + b"\0" * (-len(data) % 512))
         for name in names:
@@ -216,6 +217,42 @@ def open_archive(path: Path) -> Iterator[TarIndex]:
             if m.isdir() and m.name.rstrip("/") != prefix:
                 index.problems.append(f"member {m.name!r} is a folder other than {prefix}/; refused")
         yield index
+
+
+# --------------------------------------------------------------------------------------------- identity
+
+
+def archive_identity(path: Path) -> str:
+    """The identity of a generated dataset: sha256 (64 hex digits) of the manifest.json it carries (the tar's
+    first member, or the directory's file). The manifest lists every file's sha256, so this one value pins
+    every byte; unlike `verify`, which checks an archive against its own manifest, it tells a receiver
+    whether this is the archive the sender published. (`pack` writes its own manifest: a directory and its
+    archive have different identities.) ArchiveError / ShardError when there is none to read."""
+    path = Path(path)
+    if path.is_dir():
+        try:
+            return hashlib.sha256((path / MANIFEST).read_bytes()).hexdigest()
+        except OSError:
+            raise ShardError(f"{path}: no {MANIFEST}; an identity belongs to one generated dataset "
+                             "(a .tar from pack, or its folder)") from None
+    if not path.is_file():
+        raise ArchiveError(f"{path}: no such file or directory")
+    with open_archive(path) as idx:
+        return hashlib.sha256(idx.manifest_raw).hexdigest()
+
+
+def check_identity(path: Path, expect: str) -> str:
+    """The identity of `path` when it is `expect` (the value the sender published); ArchiveError naming both
+    values when it differs, or when `expect` is not a sha256."""
+    want = expect.strip().lower()
+    if not re.fullmatch(r"[0-9a-f]{64}", want):
+        raise ArchiveError(f"--expect {expect}: not a sha256 identity (64 hexadecimal digits, as pack prints)")
+    got = archive_identity(path)
+    if got != want:
+        raise ArchiveError(f"{path}: identity {got} is not the expected {want}: this is not the archive that "
+                           "was published (re-packed, altered or another one); refused. Get the archive again "
+                           "from its source, or ask the sender for its identity (printed by pack and inspect)")
+    return got
 
 
 # --------------------------------------------------------------------------------------------- verify

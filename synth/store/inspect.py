@@ -20,7 +20,7 @@ from synth import __version__
 from synth.datasets.images import save_image
 from synth.errors import ArchiveError, ShardError
 from synth.sheet import contact_sheet
-from synth.store.archive import open_archive, open_dataset_path
+from synth.store.archive import archive_identity, open_archive, open_dataset_path
 from synth.store.manifest import read_manifest, total_samples
 from synth.store.reader import GeneratedDataset
 from synth.store.schema import GENERATOR, SHARD_PATTERN, SOURCES
@@ -88,7 +88,7 @@ def inspect_path(path: Path, max_masks: int = 2000) -> dict:
                           "max": float(np.max(areas)) if areas else None},
             "seed": manifest.get("seed"), "config": manifest.get("config", {}),
             "files": len(files), "bytes": sum(e["size"] for e in files.values()),
-            "generator": GENERATOR in files, "reader_version": __version__}
+            "generator": GENERATOR in files, "reader_version": __version__, "identity": archive_identity(path)}
 
 
 def _pairs(d: dict) -> str:
@@ -103,6 +103,7 @@ def format_summary(s: dict) -> str:
     config = ", ".join(f"{k}={json.dumps(v)}" for k, v in sorted(s["config"].items())) or "-"
     return "\n".join([
         f"{s['dataset']} / {s['category']}   (logical {s['tool_version']}, schema {s['schema']})",
+        f"identity:     {s['identity']}  (sha256 of manifest.json; check with verify --expect)",
         f"licence:      {s['licence']}",
         f"samples:      {s['samples']} in {s['shards']} shard(s) of {s['shard_size']}",
         f"sources:      {s['sources']} normal images",
