@@ -147,3 +147,12 @@ def test_oracle_dataset_pairs_each_defect_with_its_twin(tmp_path):
         np.testing.assert_array_equal(s.mask > 0, want)
         assert s.meta["strategy"] == (logical + structural)[i % 5] and s.meta["has_normal"] is True
     assert ds.manifest["dataset"] == "toybox" and ds.manifest["counts"]["samples"] == 6
+
+
+def test_mvtec_export_leaves_anomaly_only_sources_out_of_train_good(tmp_path):
+    from synth.store.export import export_mvtec
+
+    _folder(tmp_path / "mine", ["a", "b", "c"], {"b"})
+    out = export_mvtec(labelled_folder(tmp_path / "mine", tmp_path / "out", SIZE), tmp_path / "mvtec")
+    assert sorted(p.name for p in (out / "train" / "good").iterdir()) == ["001.png"]
+    assert len(list((out / "test" / "import").iterdir())) == 3
