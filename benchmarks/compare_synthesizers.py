@@ -184,8 +184,6 @@ def run_one(args: argparse.Namespace, spec: DatasetSpec, config: Config, generat
             seed: int) -> dict:
     """Build, train and evaluate once; the metrics are cached in the run folder."""
     from synth.build import build
-    from train.evaluate import evaluate
-    from train.loop import TrainConfig, train
 
     done = cached(args, spec, config, seed)
     if done is not None:
@@ -198,15 +196,24 @@ def run_one(args: argparse.Namespace, spec: DatasetSpec, config: Config, generat
           edges=config.edges or "classic", pidinet_weights=args.pidinet_weights if config.edges == "pidinet"
           else None, synthesizer=config.synthesizer, device=args.device, strategies=config.strategies)
     t1 = time.perf_counter()
-    cfg = TrainConfig(shards=data / spec.name / spec.category, out=run / "model", steps=args.steps,
-                      batch_size=args.batch_size, preset=args.preset, size=args.size, arch=config.arch,
-                      workers=args.loader_workers, seed=seed, device=args.device, resume=True, lr=args.lr)
+    metrics = train_and_evaluate(args, spec, data / spec.name / spec.category, run, seed, config.arch)
+    print(f"  {spec.slug} {config.slug} seed {seed}: build {t1 - t0:.0f} s, train + eval "
+          f"{time.perf_counter() - t1:.0f} s", flush=True)
+    return metrics
+
+
+def train_and_evaluate(args: argparse.Namespace, spec: DatasetSpec, data: Path, run: Path, seed: int,
+                       arch: str = "paper") -> dict:
+    """Train the compared model (`arch`) at the compared budget on the generated dataset `data` (model in
+    run/model), evaluate it on spec's real test split (run/eval); its metrics. Shared with benchmarks/oracle.py."""
+    from train.evaluate import evaluate
+    from train.loop import TrainConfig, train
+
+    cfg = TrainConfig(shards=data, out=run / "model", steps=args.steps, batch_size=args.batch_size,
+                      preset=args.preset, size=args.size, arch=arch, workers=args.loader_workers, seed=seed,
+                      device=args.device, resume=True, lr=args.lr)
     checkpoint = train(cfg)
-    t2 = time.perf_counter()
-    result = evaluate(checkpoint, spec.name, spec.root, spec.category, run / "eval", device=args.device)
-    print(f"  {spec.slug} {config.slug} seed {seed}: build {t1 - t0:.0f} s, train {t2 - t1:.0f} s, "
-          f"eval {time.perf_counter() - t2:.0f} s", flush=True)
-    return result["metrics"]
+    return evaluate(checkpoint, spec.name, spec.root, spec.category, run / "eval", device=args.device)["metrics"]
 
 
 def scores(metrics: dict) -> dict[str, float | None]:

@@ -5,6 +5,9 @@ AU-sPRO averages over every defect of a split; this says which ones carry it (e.
 wrong part but no missing one).
 
     .venv/bin/python benchmarks/defect_breakdown.py runs/demo/model/model.pt --dataset toybox --category tray
+
+`--oracle MODEL.pt` (a model trained on the oracle set, benchmarks/oracle.py) adds each defect's sPRO @ FPR 5% as
+a share of the oracle's: how much of the ceiling this localizer at this budget reaches that a synthesizer gives.
 """
 
 import argparse
@@ -53,12 +56,23 @@ def main() -> None:
     ap.add_argument("--root", type=Path, default=None)
     ap.add_argument("--category", default="tray")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--oracle", type=Path, default=None, help="the oracle's model.pt (benchmarks/oracle.py)")
     args = ap.parse_args()
+    oracle = breakdown(args.oracle, args.dataset, args.root, args.category, args.device) if args.oracle else {}
     for checkpoint in args.checkpoints:
         print(f"# {checkpoint}")
-        print("| defect | channels | sPRO @ FPR 5% | sPRO @ FPR 1% |\n|---|---|---|---|")
+        extra = (" share of oracle @ 5% |", "---|") if oracle else ("", "")
+        print(f"| defect | channels | sPRO @ FPR 5% | sPRO @ FPR 1% |{extra[0]}\n|---|---|---|---|{extra[1]}")
         for name, row in breakdown(checkpoint, args.dataset, args.root, args.category, args.device).items():
-            print(f"| {name} | {row['channels']} | {100 * row['sPRO@0.05']:.0f} | {100 * row['sPRO@0.01']:.0f} |")
+            share = share_of(row, oracle.get(name)) if oracle else ""
+            print(f"| {name} | {row['channels']} | {100 * row['sPRO@0.05']:.0f} | {100 * row['sPRO@0.01']:.0f} |"
+                  + share)
+
+
+def share_of(row: dict, ceiling: dict | None) -> str:
+    """` NN% |`: this row's sPRO @ FPR 5% as a percentage of the oracle's (`–` where the oracle finds none)."""
+    top = ceiling["sPRO@0.05"] if ceiling else 0.0
+    return f" {100 * row['sPRO@0.05'] / top:.0f}% |" if top > 0 else " – |"
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""`logical-synth`: scan, fit-generator, build, show, pack, verify, inspect, export."""
+"""`logical-synth`: scan, fit-generator, build, show, pack, verify, inspect, export, import."""
 
 import click
 
@@ -314,6 +314,46 @@ def show_command(dataset: str, root: str | None, category: str | None, n: int, o
     retried = sum(1 for *_, tries in notes if tries > 1)
     fallback = sum(1 for _, strategy, *_ in notes if strategy == "perlin")
     click.echo(f"{path} ({len(notes)} samples, {retried} needed retries, {fallback} fell back to perlin)")
+
+
+# ---- import (synth.importing)
+@cli.command("import")
+@click.option("--toybox-oracle", "oracle", default=None, metavar="CATEGORY",
+              help="Toybox category (tray, bag, bottle): its drawing code's own test-style defects, each with the "
+                   "normal twin it was drawn from (the oracle ceiling; benchmarks/oracle.py).")
+@click.option("--from", "folder", type=click.Path(file_okay=False, exists=True), default=None,
+              help="Folder of your labelled defects: anomaly/NAME.png, mask/NAME.png (> 0 = defect, same size) and "
+                   "optionally normal/NAME.png, the same scene without the defect. Without a normal image the "
+                   "reconstruction targets of that sample are masked out in training.")
+@click.option("--n", "n", type=click.IntRange(min=1), default=2000, show_default=True,
+              help="Samples (--toybox-oracle; --from imports every image).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the oracle's scenes.")
+@click.option("--size", type=click.IntRange(min=16), default=256, show_default=True,
+              help="Side of the square images, in pixels.")
+@click.option("--kind", type=click.Choice(["logical", "structural"]), default="logical", show_default=True,
+              help="Kind recorded for --from samples.")
+@click.option("--shard-size", type=click.IntRange(min=1), default=500, show_default=True,
+              help="Samples per shard file.")
+@click.option("--edges", type=click.Choice(["classic", "pidinet"]), default=defaults.EDGES, show_default=True,
+              help="Edge extractor for the normals' edge maps (the edge head's target).")
+@click.option("--pidinet-weights", type=click.Path(), default=None, help="PiDiNet checkpoint for --edges pidinet.")
+@click.option("--out", type=click.Path(file_okay=False), default="data", show_default=True,
+              help="Output root: <out>/toybox-oracle/<category>/ or <out>/import/<folder name>/.")
+def import_command(oracle: str | None, folder: str | None, n: int, seed: int, size: int, kind: str,
+                   shard_size: int, edges: str, pidinet_weights: str | None, out: str) -> None:
+    """Turn labelled defect images into a generated dataset that `logical-train --shards` reads; prints its path."""
+    from pathlib import Path
+
+    from synth.importing import labelled_folder, toybox_oracle
+
+    if (oracle is None) == (folder is None):
+        raise click.UsageError("give exactly one of --toybox-oracle CATEGORY and --from FOLDER")
+    weights = Path(pidinet_weights) if pidinet_weights else None
+    if oracle is not None:
+        written = toybox_oracle(Path(out), oracle, n, seed, size, shard_size, edges, weights)
+    else:
+        written = labelled_folder(Path(folder), Path(out), size, kind, shard_size, edges, weights, seed)
+    click.echo(str(written))
 
 
 def main() -> None:

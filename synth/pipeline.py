@@ -25,6 +25,7 @@ from typing import Protocol
 import numpy as np
 
 from synth.datasets.images import load_rgb, resize_rgb
+from synth.edit.geometry import mask_bbox
 from synth.edit.parts import NEEDS_OTHER
 from synth.edit.perlin import perlin_anomaly
 from synth.errors import LogicalError, SampleError
@@ -73,22 +74,33 @@ def prepare_source(path: Path, size: int, extractor, renderer=None, bits: int | 
     `labels`: a part label image (synth.datasets.part_labels) used as the regions instead of the classical ones; its
     parts join the foreground.
     """
-    from synth.features.regions import semantic_regions
-
     photo = load_rgb(path, bits)
     image = resize_rgb(photo, size)
-    jnd, foreground = jnd_and_foreground(image)
-    edge = quantise_edge(extractor(image)).astype(np.float32) / 255.0
+    regions = None
     if labels is not None:
         from synth.datasets.part_labels import read_part_labels
 
         regions = read_part_labels(labels, photo.shape[:2], (image.shape[1], image.shape[0]))
+    f = image_features(image, extractor, regions)
+    render = None if renderer is None or getattr(renderer, "kind", "global") != "global" else \
+        renderer.render(f.edge[None], image[None])[0]     # an inpainting R_N depends on the hole: per sample
+    return SourceFeatures(image, f.jnd, f.edge, f.foreground, f.regions, render)
+
+
+def image_features(image: np.ndarray, extractor, regions: np.ndarray | None = None) -> SourceFeatures:
+    """JND map (float32 grey levels), edges (float32 [0, 1], quantised as stored), bool foreground and uint16
+    regions of an RGB uint8 (H, W, 3) image already at the build size; no render. `regions` (part labels)
+    replace the classical ones and join the foreground. Shared by `prepare_source` and imports (synth.importing).
+    """
+    from synth.features.regions import semantic_regions
+
+    jnd, foreground = jnd_and_foreground(image)
+    edge = quantise_edge(extractor(image)).astype(np.float32) / 255.0
+    if regions is not None:
         foreground = foreground | (regions > 0)
     else:
         regions = np.asarray(semantic_regions(image, edge, foreground, jnd), np.uint16)
-    render = None if renderer is None or getattr(renderer, "kind", "global") != "global" else \
-        renderer.render(edge[None], image[None])[0]     # an inpainting R_N depends on the hole: per sample
-    return SourceFeatures(image, jnd, edge, foreground, regions, render)
+    return SourceFeatures(image, jnd, edge, foreground, regions, None)
 
 
 @dataclass(frozen=True)
@@ -258,13 +270,6 @@ class Record:
     seed: int
     bbox: tuple[int, int, int, int]
 
-
-def mask_bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
-    """(x0, y0, x1, y1) of the mask's pixels, end exclusive; zeros for an empty mask."""
-    ys, xs = np.nonzero(mask)
-    if len(xs) == 0:
-        return (0, 0, 0, 0)
-    return (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
 
 
 def make_samples(sources: Sources, indices: Sequence[int], seed: int, category: str, config: SynthConfig,

@@ -16,7 +16,7 @@ MAX_LINES = 400
 PLUMBING = {"synth", "synth.console", "synth.errors", "synth.rng", "synth.ssim", "synth.sheet", "synth.defaults",
             "synth.lock"}
 STAGES = ["plumbing", "datasets", "store", "features", "edit", "render", "job", "build", "cli"]
-JOB = {"synth.pipeline", "synth.sources", "synth.preview"}
+JOB = {"synth.pipeline", "synth.sources", "synth.preview", "synth.importing"}
 BUILD = {"synth.build", "synth.jobs"}
 
 

@@ -73,7 +73,8 @@ def assert_matches(ds: GeneratedDataset, made: dict) -> None:
         assert np.array_equal(s.jnd, src["jnd"][d["source"]])
         assert np.array_equal(s.edge, src["edge"][d["source"]])
         assert s.meta == {"index": i, "source": d["source"], "kind": KINDS[d["kind"]],
-                          "strategy": STRATEGIES[d["strategy"]], "seed": 2**63 + i, "bbox": d["bbox"]}
+                          "strategy": STRATEGIES[d["strategy"]], "seed": 2**63 + i, "bbox": d["bbox"],
+                          "has_normal": True}   # no has_normal column: every sample has its normal
 
 
 def test_round_trip_is_bit_exact_and_verifies(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@
   normal (B, 3, H, W) in [0, 1]  the source image: target of the image head
   jnd    (B, 1, H, W)            JND of the source in grey levels / JND_UNIT (16): ~0.2 mid-grey, ~1.2 dark
   edge   (B, 1, H, W) in [0, 1]  edge map of the source (stored u8 / 255)
+  has_normal (B,) in {0, 1}      0 where the source is no true normal (an import without one): no reconstruction
 Items travel from the loader workers as uint8 (4x less to copy between processes: float32 items cap a
 worker at ~350 samples/s at 256 px on a small CPU, uint8 items at >1000) and become floats on the device.
 Whether an item is normal, and its augmentation, follow from (seed, epoch, index) only, so any worker
@@ -25,7 +26,7 @@ from synth.console import say
 from synth.errors import ShardError
 from synth.rng import sample_rng
 from synth.store.reader import GeneratedDataset
-from synth.store.schema import JND_SCALE, shard_name
+from synth.store.schema import HAS_NORMAL, JND_SCALE, shard_name
 
 JND_UNIT = 16.0  # grey levels: jnd target = jnd / JND_UNIT (NAMM: ~3 levels mid-grey, ~20 on black)
 POSITION_BOUND_DATASETS = {"mvtec_loco", "toybox"}  # left and right, top and bottom carry meaning
@@ -77,6 +78,7 @@ def to_float(batch: dict[str, torch.Tensor], device: str | torch.device = "cpu")
         "normal": (b["normal"].float() * gain).clamp_(0, 1),
         "jnd": b["jnd"].float() / (b["jnd_scale"].float().view(-1, 1, 1, 1) * JND_UNIT),
         "edge": b["edge"].float() / 255.0,
+        **({"has_normal": b["has_normal"].float()} if "has_normal" in b else {}),   # (B,) in {0, 1}
     }
 
 
@@ -101,6 +103,7 @@ class ShardDataset(Dataset):
         if len(self.reader) == 0 or self.reader.source_count() == 0:
             raise ShardError(f"{self.directory}: generated dataset holds no samples")
         self.n_sources = self.reader.source_count()
+        self.normal_sources = self.reader.true_normal_sources()   # imports without normals are never shown as one
         self.size, self.normal_fraction, self.seed = int(size), float(normal_fraction), int(seed)
         self.jitter, self.epoch = float(jitter), 0
         self.flips = bool(flips)
@@ -139,7 +142,9 @@ class ShardDataset(Dataset):
             path = self.directory / name
             try:
                 f = h5py.File(path, "r")
-                entry = self._files[name] = (f, f["anomaly"], f["mask"], f["source"][:])
+                # HAS_NORMAL (optional, imports): 0 where the source row is no true normal; absent = all 1
+                entry = self._files[name] = (f, f["anomaly"], f["mask"], f["source"][:],
+                                             f[HAS_NORMAL][:] if HAS_NORMAL in f else None)
             except (OSError, KeyError) as exc:
                 raise ShardError(f"{path}: unreadable shard ({exc})") from None
         return entry, row
@@ -156,7 +161,7 @@ class ShardDataset(Dataset):
 
     def generated(self, index: int) -> tuple[np.ndarray, np.ndarray, int]:
         """Sample `index`'s anomaly image, mask (u8 0/255) and source: only its own chunk is read."""
-        (f, anomaly, mask, sources), row = self._shard(index)
+        (f, anomaly, mask, sources, _), row = self._shard(index)
         try:
             return anomaly[row], mask[row], int(sources[row])
         except (OSError, ValueError, IndexError) as exc:
@@ -166,12 +171,14 @@ class ShardDataset(Dataset):
         """Item `index`, or `(epoch, index)` (the training loop's sampler passes the epoch this way)."""
         epoch, index = key if isinstance(key, tuple) else (self.epoch, key)
         rng = sample_rng(self.seed, "train-item", int(index), int(epoch))
-        if self.normal_fraction > 0 and rng.random() < self.normal_fraction:
-            normal, jnd, edge = self.source(int(rng.integers(self.n_sources)))
+        has_normal = True
+        if self.normal_fraction > 0 and len(self.normal_sources) and rng.random() < self.normal_fraction:
+            normal, jnd, edge = self.source(int(self.normal_sources[rng.integers(len(self.normal_sources))]))
             image, mask = normal, np.zeros(normal.shape[:2], np.uint8)
         else:
             anomaly, mask, src = self.generated(int(index))
             normal, jnd, edge = self.source(src)
+            has_normal = self.has_normal(int(index))
             image, mask = _resize(anomaly, self.size), (_resize(mask, self.size) >= 128).astype(np.uint8)
         arrays = [image, mask, normal, jnd, edge]
         if self.flips:
@@ -184,7 +191,13 @@ class ShardDataset(Dataset):
         brightness = 1.0 + float(rng.uniform(-self.jitter, self.jitter)) if self.jitter > 0 else 1.0
         item["brightness"] = torch.tensor(brightness, dtype=torch.float32)
         item["jnd_scale"] = torch.tensor(self.jnd_scale, dtype=torch.float32)
+        item["has_normal"] = torch.tensor(has_normal, dtype=torch.uint8)   # 0: losses skip the reconstruction
         return item
+
+    def has_normal(self, index: int) -> bool:
+        """False where sample `index`'s source row is no true normal image (an import without one)."""
+        (_, _, _, _, column), row = self._shard(index)
+        return True if column is None else bool(column[row])
 
     def close(self) -> None:
         """Close HDF5 files opened by this process (reads reopen them)."""

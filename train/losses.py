@@ -89,7 +89,12 @@ def total_loss(out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> 
     `out` is the model's output (image, jnd, edge_logits, seg; global_map and global_logit when the network
     has a global branch); `batch` the loader's (normal, jnd, edge, mask): the reconstruction heads aim at the
     *normal* image's picture, JND map and edge map.
+    Samples whose `has_normal` (optional, (B,)) is 0 have no true normal (imports without one): see
+    `_without_normals`.
     """
+    keep = batch.get("has_normal")
+    if keep is not None and not bool((keep > 0).all()):
+        return _without_normals(out, batch, keep > 0)
     terms = {
         "img": reconstruction_loss(out["image"], batch["normal"]),
         "jnd": reconstruction_loss(out["jnd"], batch["jnd"]),
@@ -97,6 +102,26 @@ def total_loss(out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> 
         "seg": focal_loss(out["seg"], batch["mask"]),
     }
     if "global_map" in out:
+        terms["global"] = global_loss(out, batch["mask"])
+    terms["total"] = sum(terms.values())
+    return terms
+
+
+def _without_normals(out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor],
+                     keep: torch.Tensor) -> dict[str, torch.Tensor]:
+    """`total_loss` where some samples have no true normal image (bool `keep` (B,) False): the three
+    reconstruction terms (img, jnd, edge: all aim at the normal's maps) are computed over the kept samples
+    only and scaled by their share of the batch, so a sample without a normal adds exactly 0 to them (and
+    a batch of such samples gives 0); segmentation sees every sample."""
+    share = keep.float().mean()
+    zero = out["seg"].sum().float() * 0.0          # a 0 that keeps the graph (and the device)
+    terms = {"img": zero, "jnd": zero, "edge": zero} if not bool(keep.any()) else {
+        "img": share * reconstruction_loss(out["image"][keep], batch["normal"][keep]),
+        "jnd": share * reconstruction_loss(out["jnd"][keep], batch["jnd"][keep]),
+        "edge": share * edge_loss(out["edge_logits"][keep], batch["edge"][keep]),
+    }
+    terms["seg"] = focal_loss(out["seg"], batch["mask"])
+    if "global_map" in out:     # the global branch, like segmentation, learns from every sample's mask
         terms["global"] = global_loss(out, batch["mask"])
     terms["total"] = sum(terms.values())
     return terms

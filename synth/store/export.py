@@ -38,7 +38,7 @@ def export_mvtec(path: Path, out: Path, cache_dir: Path | None = None) -> Path:
 def _write_mvtec(ds: GeneratedDataset, root: Path) -> None:
     """Sources as train/good/<s>.png; sample i as test/<strategy>/<i>.png and its mask (0/255)."""
     width = max(3, len(str(ds.source_count() - 1)))
-    for s in progress(range(ds.source_count()), "export train/good"):
+    for s in progress(ds.true_normal_sources(), "export train/good"):   # not an import's anomaly-as-normal rows
         save_image(root / "train" / "good" / f"{s:0{width}d}.png", ds.source(s)["image"])
     width = max(3, len(str(len(ds) - 1)))
     for i in progress(range(len(ds)), "export test", total=len(ds)):

@@ -14,12 +14,13 @@ import numpy as np
 
 from synth.errors import ShardError
 from synth.store.manifest import open_h5, read_manifest, total_samples, verify_dataset
-from synth.store.schema import KINDS, SOURCE_DATASETS, SOURCES, shard_name
+from synth.store.schema import HAS_NORMAL, KINDS, SOURCE_DATASETS, SOURCES, shard_name
 
 
 @dataclass
 class Sample:
-    """One training sample: anomaly image, mask (u8 0/255); the source's image, JND (u8) and edges (u8)."""
+    """One training sample: anomaly image, mask (u8 0/255); the source's image, JND (u8) and edges (u8).
+    meta["has_normal"]: False where `normal` is not a true normal image (an import without one; schema.py)."""
 
     anomaly: np.ndarray
     mask: np.ndarray
@@ -104,7 +105,7 @@ class GeneratedDataset:
         try:
             meta = {"index": index, "source": src, "kind": KINDS[kind],
                     "strategy": self._strategies[name][strategy], "seed": int(table["seed"][row]),
-                    "bbox": tuple(int(v) for v in table["bbox"][row])}
+                    "bbox": tuple(int(v) for v in table["bbox"][row]), "has_normal": bool(table[HAS_NORMAL][row])}
         except IndexError:
             raise ShardError(f"{self.directory / name}: sample {index} has kind {kind} / strategy {strategy} "
                              "out of range") from None
@@ -117,15 +118,24 @@ class GeneratedDataset:
             try:
                 self._strategies[name] = json.loads(f.attrs["strategies"])
                 self._meta[name] = {d: f[d][()] for d in ("source", "kind", "strategy", "seed", "bbox")}
+                rows = len(self._meta[name]["source"])   # HAS_NORMAL is optional: absent = every sample has one
+                self._meta[name][HAS_NORMAL] = f[HAS_NORMAL][()] if HAS_NORMAL in f else np.ones(rows, np.uint8)
             except (OSError, KeyError, ValueError) as exc:
                 raise ShardError(f"{self.directory / name}: cannot read sample metadata ({exc})") from None
         return self._meta[name]
+
+    def true_normal_sources(self) -> np.ndarray:
+        """int64 indices of the sources no sample marks as holding no true normal (HAS_NORMAL 0): those a
+        trainer may show as normal images (all of them in a dataset without the column)."""
+        shards = range(-(-self._len // self.shard_size))
+        bad = [t["source"][t[HAS_NORMAL] == 0] for t in (self._shard_meta(shard_name(k)) for k in shards)]
+        return np.setdiff1d(np.arange(self.source_count()), np.concatenate([np.zeros(0, np.int32), *bad]))
 
     def normal(self, source: int) -> Sample:
         """An unaltered source as a sample: anomaly == normal, mask all zeros, kind "good"."""
         normal, jnd, edge = self._source_views(int(source))
         meta = {"index": -1, "source": int(source), "kind": "good", "strategy": "none", "seed": 0,
-                "bbox": (0, 0, 0, 0)}
+                "bbox": (0, 0, 0, 0), "has_normal": True}
         return Sample(normal.copy(), np.zeros(normal.shape[:2], np.uint8), normal, jnd, edge, meta)
 
     def close(self) -> None:

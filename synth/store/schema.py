@@ -37,6 +37,11 @@ SOURCE_DATASETS = ("image", "jnd", "edge", "foreground", "regions", "render", "p
 SHARD_DATASETS = ("anomaly", "mask", "source", "kind", "strategy", "seed", "bbox")
 
 
+# optional per-sample u8 (1 byte a sample): 0 where the source row holds no true normal image (an imported defect
+# photo without its normal, synth.importing), so training masks the reconstruction targets; absent = all 1
+HAS_NORMAL = "has_normal"
+
+
 def shard_name(k: int) -> str:
     """File name of shard k: `shard-00000.h5`."""
     return f"shard-{k:05d}.h5"

@@ -15,7 +15,7 @@ import numpy as np
 
 from synth.errors import ShardError
 from synth.store.atomic import discard_tmp, h5_tmp, publish
-from synth.store.schema import JND_SCALE, KINDS, SCHEMA_VERSION
+from synth.store.schema import HAS_NORMAL, JND_SCALE, KINDS, SCHEMA_VERSION
 
 
 def _create(f: h5py.File, name: str, data_or_shape, dtype, capacity: int | None = None) -> h5py.Dataset:
@@ -73,7 +73,7 @@ class ShardWriter:
     """
 
     def __init__(self, path: Path, first_index: int, capacity: int, height: int, width: int,
-                 strategies: list[str]):
+                 strategies: list[str], has_normal: bool = False):
         self.path = Path(path)
         self.tmp = self.path.with_name(self.path.name + ".tmp")
         self.capacity, self.count, self.shape = int(capacity), 0, (int(height), int(width))
@@ -87,6 +87,8 @@ class ShardWriter:
             self._meta = {"source": np.zeros(n, np.int32), "kind": np.zeros(n, np.uint8),
                           "strategy": np.zeros(n, np.uint8), "seed": np.zeros(n, np.uint64),
                           "bbox": np.zeros((n, 4), np.int32)}
+            if has_normal:  # the optional HAS_NORMAL column (imports: schema.py)
+                self._meta[HAS_NORMAL] = np.ones(n, np.uint8)
             f.attrs.update(schema=SCHEMA_VERSION, first_index=int(first_index),
                            strategies=json.dumps(list(strategies)), count=0)
             self._n_strategies = len(strategies)
@@ -95,8 +97,9 @@ class ShardWriter:
             raise
 
     def append(self, anomaly: np.ndarray, mask: np.ndarray, source: int, kind: int, strategy: int, seed: int,
-               bbox) -> None:
-        """Add one sample; mask may be bool or uint8 (anything > 0 is stored as 255)."""
+               bbox, has_normal: bool = True) -> None:
+        """Add one sample; mask may be bool or uint8 (anything > 0 is stored as 255). `has_normal` is stored
+        only by a writer opened with has_normal=True."""
         if self._file is None:
             raise ShardError(f"{self.path}: writer is closed")
         if self.count >= self.capacity:
@@ -113,6 +116,8 @@ class ShardWriter:
         meta["source"][i], meta["kind"][i], meta["strategy"][i] = source, kind, strategy
         meta["seed"][i] = np.uint64(seed)
         meta["bbox"][i] = np.asarray(bbox, dtype=np.int32)
+        if HAS_NORMAL in meta:
+            meta[HAS_NORMAL][i] = bool(has_normal)
         self.count += 1
 
     def close(self) -> None:
