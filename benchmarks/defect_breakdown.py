@@ -19,7 +19,9 @@ import numpy as np
 from synth.datasets import open_dataset
 from synth.datasets.bitdepth import data_depth
 from synth.datasets.images import load_rgb
-from train.evaluate import _channels, infer, load_checkpoint, resolve_device, upsample_map
+from train.evaluate import _channels, infer, resolve_device
+from train.model import load_checkpoint
+from train.outputs import upsample_map
 
 
 def breakdown(checkpoint: Path, dataset: str, root: Path | None, category: str, device: str = "auto",

@@ -23,8 +23,9 @@ from synth.datasets import open_dataset
 from synth.datasets.bitdepth import data_depth
 from synth.datasets.images import load_rgb, save_image
 from synth.store.checkpoint import save_torch
-from train.evaluate import colour_overlay, evaluate, infer, resolve_device, upsample_map
+from train.evaluate import evaluate, infer, resolve_device
 from train.model import COMBINES, load_checkpoint, read_checkpoint
+from train.outputs import colour_overlay, upsample_map
 
 TILE = 192
 

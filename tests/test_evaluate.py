@@ -13,8 +13,9 @@ from synth.datasets.images import load_mask, load_rgb
 from synth.errors import ImageError
 from train import metrics
 from train.cli import cli
-from train.evaluate import evaluate, infer, markdown_table, pool_kernel, upsample_map
+from train.evaluate import evaluate, infer, markdown_table, pool_kernel
 from train.model import load_checkpoint
+from train.outputs import upsample_map
 from train.predict import predict
 
 

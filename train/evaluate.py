@@ -28,8 +28,8 @@ from synth.datasets.bitdepth import data_depth
 from synth.datasets.images import load_rgb, resize_rgb, save_image
 from synth.errors import DatasetError, LogicalError
 from train import metrics
-from train.model import load_checkpoint, model_from_payload, read_checkpoint  # noqa: F401 (load_checkpoint: API)
-from train.outputs import colour_overlay, upsample_map  # noqa: F401 (re-exported: predict, tests)
+from train.model import model_from_payload, read_checkpoint
+from train.outputs import colour_overlay, upsample_map
 from train.thresholds import decision_report, decision_table
 
 DRAEM_POOL = 21          # DRAEM's average-pool kernel for the image score, at 256 px
