@@ -194,7 +194,8 @@ def run_one(args: argparse.Namespace, spec: DatasetSpec, config: Config, generat
     build(spec.name, spec.root, [spec.category], n=args.n, size=args.size, out=data, seed=seed,
           shard_size=args.shard_size, workers=args.workers, generator=generator,
           edges=config.edges or "classic", pidinet_weights=args.pidinet_weights if config.edges == "pidinet"
-          else None, synthesizer=config.synthesizer, device=args.device, strategies=config.strategies)
+          else None, synthesizer=config.synthesizer, device=args.device, strategies=config.strategies,
+          regions=args.regions)
     t1 = time.perf_counter()
     metrics = train_and_evaluate(args, spec, data / spec.name / spec.category, run, seed, config.arch)
     print(f"  {spec.slug} {config.slug} seed {seed}: build {t1 - t0:.0f} s, train + eval "
@@ -334,6 +335,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                        f"{k} ({','.join(v)})" for k, v in VOCABULARIES.items()))
     p.add_argument("--arch", default="paper", help="comma-separated networks: " + ",".join(ARCHS))
     p.add_argument("--pidinet-weights", type=Path, default=None, help="table5_pidinet.pth for --edges pidinet")
+    p.add_argument("--regions", type=Path, default=None,
+                   help="part label folder for build --regions (one dataset; use its own --out: runs are named alike)")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--n", type=int, default=2000, help="generated samples per run")
     p.add_argument("--size", type=int, default=128)

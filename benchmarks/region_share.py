@@ -24,9 +24,10 @@ from pathlib import Path
 import numpy as np
 
 from synth.datasets import open_dataset
-from synth.datasets.toybox_truth import covered, logical_edit_share, part_masks
+from synth.datasets.toybox_truth import covered, part_masks
 from synth.features.edges import get_extractor
 from synth.pipeline import prepare_source
+from synth.preview import logical_edit_share
 
 
 def region_quality(sources, index_of: list[int], size: int, category: str = "tray") -> tuple[int, int, int, int]:

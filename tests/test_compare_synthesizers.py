@@ -109,3 +109,21 @@ def test_generator_epochs_per_kind():
     for bad in ("sobel=3", "global=0", "x"):
         with pytest.raises(SystemExit):
             cmp.parse_args(["--gen-epochs", bad])
+
+
+def test_oracle_script_runs_from_a_checkout_and_fills_every_column(toybox_root, tmp_path):
+    _script()                                                 # oracle.py imports it by name
+    spec = importlib.util.spec_from_file_location("oracle", REPO / "benchmarks" / "oracle.py")
+    oracle = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(oracle)
+    text = oracle.main(["--tiny", "--datasets", f"toybox:bag:{toybox_root}", "--out", str(tmp_path),
+                        "--device", "cpu"])
+    row = [ln for ln in text.splitlines() if ln.startswith("| toybox/bag")]
+    assert len(row) == 1 and "| oracle |" in row[0]
+    for cell in row[0].strip("|").split("|")[-6:]:
+        mean = float(cell.split("±")[0])
+        assert 0.0 <= mean <= 100.0
+    record = json.loads((tmp_path / "oracle.json").read_text())
+    assert record["command"].startswith("python benchmarks/oracle.py --tiny")
+    data = tmp_path / "toybox-bag" / "oracle-seed0" / "data" / "toybox-oracle" / "bag"
+    assert (data / "manifest.json").is_file() and (data / "sources.h5").is_file()

@@ -156,3 +156,16 @@ def test_mvtec_export_leaves_anomaly_only_sources_out_of_train_good(tmp_path):
     out = export_mvtec(labelled_folder(tmp_path / "mine", tmp_path / "out", SIZE), tmp_path / "mvtec")
     assert sorted(p.name for p in (out / "train" / "good").iterdir()) == ["001.png"]
     assert len(list((out / "test" / "import").iterdir())) == 3
+
+
+def test_hf_export_leaves_normal_null_where_an_import_had_none(tmp_path):
+    pq = pytest.importorskip("pyarrow.parquet")
+    from synth.store.export_hf import export_hf
+
+    made = _folder(tmp_path / "mine", ["a", "b", "c"], {"b"})
+    out = export_hf(labelled_folder(tmp_path / "mine", tmp_path / "out", SIZE), tmp_path / "hf",
+                    cache_dir=tmp_path / "cache")
+    table = pq.read_table(sorted((out / "data").glob("*.parquet"))).to_pylist()
+    assert [row["normal"] is None for row in table] == [True, False, True]      # a, b, c in name order
+    decoded = cv2.imdecode(np.frombuffer(table[1]["normal"]["bytes"], np.uint8), cv2.IMREAD_COLOR)[:, :, ::-1]
+    np.testing.assert_array_equal(decoded, made["b"][2])

@@ -118,7 +118,8 @@ class _NormalPngs:
 
 
 def rows(ds: GeneratedDataset, strategies: list[str]) -> Iterator[dict]:
-    """One row per sample in index order, with images as `{"bytes": PNG, "path": None}`."""
+    """One row per sample in index order, with images as `{"bytes": PNG, "path": None}`; `normal` is null
+    where the sample has no true normal (an import without one: its source is the anomaly image itself)."""
     normals, paths = _NormalPngs(), {}
     for i in progress(range(len(ds)), "export hf", total=len(ds)):
         if i and i % ds.shard_size == 0:
@@ -128,7 +129,7 @@ def rows(ds: GeneratedDataset, strategies: list[str]) -> Iterator[dict]:
         if src not in paths:
             paths[src] = ds.source(src)["path"]
         yield {"index": i, "anomaly": {"bytes": png(s.anomaly), "path": None},
-               "normal": {"bytes": normals.get(src, s.normal), "path": None},
+               "normal": {"bytes": normals.get(src, s.normal), "path": None} if s.meta["has_normal"] else None,
                "mask": {"bytes": png(s.mask), "path": None},
                "kind": KINDS.index(s.meta["kind"]), "strategy": strategies.index(s.meta["strategy"]),
                "source": src, "source_path": paths[src], "seed": s.meta["seed"], "bbox": list(s.meta["bbox"])}
@@ -152,7 +153,7 @@ class ParquetFiles:
 
     def add(self, row: dict) -> None:
         self._buffer.append(row)
-        self._bytes += sum(len(row[c]["bytes"]) for c in IMAGE_COLUMNS)
+        self._bytes += sum(len(row[c]["bytes"]) for c in IMAGE_COLUMNS if row[c] is not None)
         if len(self._buffer) >= self.rows_per_group or self._bytes >= GROUP_BYTES:
             self._flush()
 

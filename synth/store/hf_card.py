@@ -26,7 +26,7 @@ _PLAIN = re.compile(r"^[A-Za-z_][A-Za-z0-9_./-]*\*?$")     # strings YAML reads 
 _RESERVED = {"y", "n", "yes", "no", "on", "off", "true", "false", "null"}
 COLUMNS = [("index", "int64", "sample index in the generated dataset"),
            ("anomaly", "image (RGB PNG)", "the image with the synthetic anomaly"),
-           ("normal", "image (RGB PNG)", "the normal image it was made from"),
+           ("normal", "image (RGB PNG)", "the normal image it was made from (null for an import without one)"),
            ("mask", "image (grey PNG, 0/255)", "pixels the anomaly changed (255)"),
            ("kind", "class label", "logical or structural"),
            ("strategy", "class label", "edit strategy that made it"),
