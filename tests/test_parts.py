@@ -17,7 +17,7 @@ from synth.edit.compose import default_sizes, feather_support
 from synth.edit.edits import Edit
 from synth.edit.fill import fill_hole
 from synth.edit.geometry import bbox_of
-from synth.edit.parts import PARTS, main_axis, matching_part, paint_part, stretch_matrix
+from synth.edit.parts import PARTS, carriers, main_axis, matching_part, paint_part, stretch_matrix
 from synth.edit.strategies import KIND_OF, PAINTED, STRATEGIES, plan_edit
 from synth.features.edges import get_extractor
 from synth.pipeline import SourceFeatures, SynthConfig, make_samples, needs_render, plan_sample
@@ -104,6 +104,47 @@ def test_removed_part_leaves_carrier():
         filled = result.anomaly[part].astype(np.float32)
         assert np.abs(filled.mean(axis=0) - carrier.mean(axis=0)).max() < 8   # the carrier's colour ...
         assert abs(filled.std() - carrier.std()) < 4                           # ... and its texture
+
+
+def _label_on_liquid(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A bottle-like scene: a green liquid part (1) carrying a small red label (2), over a grey glass carrier."""
+    rng = np.random.default_rng(seed)
+    img = np.full((SIZE, SIZE, 3), 20, np.uint8)
+    img[8:-8, 30:-30] = np.clip(150 + rng.normal(0, 4, (SIZE - 16, SIZE - 60, 1)), 0, 255).astype(np.uint8)
+    labels = np.zeros((SIZE, SIZE), np.uint16)
+    labels[30:-12, 34:-34] = 1
+    labels[50:66, 52:76] = 2
+    img[labels == 1] = np.clip(np.array([40, 170, 60]) + rng.normal(0, 4, ((labels == 1).sum(), 1)), 0, 255)
+    img[labels == 2] = (210, 30, 30)
+    return img, labels
+
+
+@pytest.mark.parametrize("strategy", ["move", "remove_part", "swap"])
+def test_a_part_printed_on_another_moves_on_it_and_leaves_its_colour(strategy):
+    img, labels = _label_on_liquid(0)
+    if strategy == "swap":                       # a second label on the liquid, lower down
+        labels[84:100, 50:74] = 3
+        img[labels == 3] = (230, 230, 240)
+    src = _features(img, labels)
+    assert carriers(labels, (2,), 2) == (1,) and carriers(labels, (1,), 2) == ()
+    edit = next(e for seed in range(40) if (e := _plan(strategy, src, src, seed)) is not None
+                and e.params["label"] in (2, 3))
+    result = paint_part(img, labels, src.foreground, edit)
+    _check_honest(img, edit.region, result)
+    assert result.reason is None
+    label = edit.params["label"]
+    old = labels == label
+    assert result.mask[old].mean() > 0.9                                  # where it was is labelled
+    if strategy == "move":                      # it lies elsewhere, on the liquid: the red pixels moved
+        red = (result.anomaly[..., 0] > 180) & (result.anomaly[..., 1] < 80)
+        assert red.sum() > 0.8 * old.sum() and (red & ~old).sum() > 0.3 * old.sum()
+        assert (labels[red & ~old] == 1).mean() > 0.9 and result.mask[red].mean() > 0.9
+    if strategy == "remove_part":               # the hole takes the liquid's green, not the glass's grey
+        liquid = img[labels == 1].astype(np.float32).mean(axis=0)
+        assert np.abs(result.anomaly[old].astype(np.float32).mean(axis=0) - liquid).max() < 12
+    if strategy == "swap":
+        other = labels == edit.params["other_label"]
+        assert result.mask[other].mean() > 0.9
 
 
 def test_recolour_takes_the_other_images_part_colour():

@@ -41,6 +41,7 @@ MIN_VISIBLE = 0.2   # reject ("empty_mask") when less than this share of the foo
 SHRINK, GROW = (0.6, 0.85), (1.2, 1.5)   # resize factors: a shorter / a longer part
 UNLIKE = 0.5        # replace_part: a part whose `part_costs` is at least this is another kind of part
 TRIES = 12          # placements drawn per planning attempt (move, swap, resize)
+RING_ON_CARRIER = 0.5   # share of the ring around a part that another part must hold to carry it
 
 
 def _labels(regions: np.ndarray | None) -> np.ndarray:
@@ -59,10 +60,34 @@ def _carry(regions: np.ndarray, label: int) -> np.ndarray:
     return dilate(regions == label, 1)
 
 
+def carriers(regions: np.ndarray, moving: tuple[int, ...], pad: int) -> tuple[int, ...]:
+    """The parts that carry the `moving` ones: for each, the other part under most of the `pad`-wide ring
+    around it when that part holds at least RING_ON_CARRIER of the ring (a label printed on a bottle's liquid).
+    Parts lying side by side on a carrier (screws in a bag) touch each other's ring too little to count."""
+    found: list[int] = []
+    for label in moving:
+        part = regions == label
+        ring = dilate(part, pad) & ~part
+        under = regions[ring]
+        under = under[(under > 0) & ~np.isin(under, moving)]
+        if under.size:
+            top = int(np.bincount(under).argmax())
+            if (under == top).sum() >= RING_ON_CARRIER * ring.sum() and top not in found:
+                found.append(top)
+    return tuple(found)
+
+
+def _carrier_area(regions: np.ndarray, foreground: np.ndarray, moving: tuple[int, ...], pad: int) -> np.ndarray:
+    """Where a moving part may lie and what fills the place it leaves: the foreground and the parts that carry it,
+    away from every other part that stays put."""
+    below = carriers(regions, moving, pad)
+    stays = (regions > 0) & ~np.isin(regions, moving + below)
+    return (foreground | np.isin(regions, below)) & ~dilate(stays, pad)
+
+
 def _free(regions: np.ndarray, foreground: np.ndarray, moving: tuple[int, ...], pad: int) -> np.ndarray:
-    """Where a moved part may land: the foreground away from every part that stays put."""
-    stays = (regions > 0) & ~np.isin(regions, moving)
-    return foreground & ~dilate(stays, pad)
+    """Where a moved part may land: its carrier (`_carrier_area`)."""
+    return _carrier_area(regions, foreground, moving, pad)
 
 
 def _lands(footprint: np.ndarray, m: np.ndarray, free: np.ndarray) -> np.ndarray | None:
@@ -277,7 +302,7 @@ def _layer(normal: np.ndarray, regions: np.ndarray, foreground: np.ndarray, edit
         if other is None:
             raise ValueError("recolour needs the other normal image and its regions")
         return transfer_colour(normal, regions == p["label"], other[0], other[1] == p["other_label"]), parts
-    carrier = foreground & ~dilate(regions > 0, pad)
+    carrier = _carrier_area(regions, foreground, tuple(int(k) for k in labels), pad) & ~dilate(parts, pad)
     out = fill_hole(normal, dilate(parts, pad), carrier)
     if edit.strategy == "remove_part":
         return out, parts
