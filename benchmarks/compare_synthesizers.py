@@ -243,13 +243,14 @@ def summarise(runs: list[dict]) -> dict[str, tuple[float, float] | None]:
 
 def table(rows: list[tuple[DatasetSpec, Config, list[dict]]]) -> str:
     """Markdown, one row per (dataset, configuration): mean ± std over seeds, percent; then the ranking."""
-    head = "| dataset | synthesizer | generator | edges | arch | seeds | " + " | ".join(COLUMNS) + " |"
-    lines = [head, "|---" * (len(COLUMNS) + 6) + "|"]
+    head = "| dataset | synthesizer | generator | edges | vocab | arch | seeds | " + " | ".join(COLUMNS) + " |"
+    lines = [head, "|---" * (len(COLUMNS) + 7) + "|"]
     for spec, config, runs in rows:
         summary = summarise(runs)
         cells = [f"{v[0]:.1f} ± {v[1]:.1f}" if v else "–" for v in (summary[c] for c in COLUMNS)]
         lines.append(f"| {spec.name}/{spec.category} | {config.synthesizer} | {config.kind or '–'} | "
-                     f"{config.edges or '–'} | {config.arch} | {len(runs)} | " + " | ".join(cells) + " |")
+                     f"{config.edges or '–'} | {config.vocab if config.kind else '–'} | {config.arch} | "
+                     f"{len(runs)} | " + " | ".join(cells) + " |")
     ranked = ranking(rows)
     if ranked:
         lines += ["", "Ranking (mean over datasets of (image AUROC + localization) / 2): " + ", ".join(
@@ -307,17 +308,21 @@ def record(args: argparse.Namespace, rows: list[tuple[DatasetSpec, Config, list[
         "date": datetime.date.today().isoformat(),
         "budget": {k: getattr(args, k) for k in ("n", "size", "preset", "steps", "batch_size", "gen_epochs",
                                                   "seeds")},
-        "rows": [{"dataset": spec.slug, "synthesizer": c.synthesizer, "kind": c.kind, "edges": c.edges,
-                  **({} if c.arch == "paper" else {"arch": c.arch}), "runs": [scores(r) for r in runs],
+        "rows": [{"dataset": spec.slug, **_axes(c), "runs": [scores(r) for r in runs],
                   "summary": summarise(runs)} for spec, c, runs in rows],
-        "ranking": [{"synthesizer": c.synthesizer, "kind": c.kind, "edges": c.edges,
-                     **({} if c.arch == "paper" else {"arch": c.arch}), "score": round(v, 2)}
-                    for c, v in ranked],
+        "ranking": [{**_axes(c), "score": round(v, 2)} for c, v in ranked],
         "best": None if best is None else {
             "synthesizer": best.synthesizer,
             "kind": with_generator.kind if with_generator else None,
-            "edges": with_generator.edges if with_generator else None},
+            "edges": with_generator.edges if with_generator else None,
+            "vocab": with_generator.vocab if with_generator else None},
     }
+
+
+def _axes(c: Config) -> dict:
+    """A configuration as the record names it (vocabulary and arch only where not the paper's)."""
+    return {"synthesizer": c.synthesizer, "kind": c.kind, "edges": c.edges,
+            **({} if c.vocab == "paper" else {"vocab": c.vocab}), **({} if c.arch == "paper" else {"arch": c.arch})}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

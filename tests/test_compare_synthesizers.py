@@ -28,9 +28,9 @@ def test_tiny_run_prints_one_finite_row_per_configuration(toybox_root, tmp_path)
     lines = [ln for ln in text.splitlines() if ln.startswith("|")]
     assert len(lines) == 3                                   # header, rule, one configuration
     cells = [c.strip() for c in lines[2].strip("|").split("|")]
-    assert cells[:6] == ["toybox/tray", "perlin", "–", "–", "paper", "1"]
-    assert len(cells) == 6 + len(cmp.COLUMNS)
-    for cell in cells[6:]:                                   # LOCO layout: every column filled, finite
+    assert cells[:7] == ["toybox/tray", "perlin", "–", "–", "–", "paper", "1"]
+    assert len(cells) == 7 + len(cmp.COLUMNS)
+    for cell in cells[7:]:                                   # LOCO layout: every column filled, finite
         mean, std = (float(x) for x in cell.split("±"))
         assert math.isfinite(mean) and 0.0 <= mean <= 100.0 and std == 0.0
     assert (tmp_path / "table.md").read_text().strip() == text.strip()
@@ -61,7 +61,7 @@ def test_ranking_averages_image_and_localization_over_datasets_by_hand():
     args = cmp.parse_args(["--seeds", "0"])
     rec = cmp.record(args, rows, ["--seeds", "0"])
     # the best is Perlin-only, which has no generator: kind and edges come from the best one with a generator
-    assert rec["best"] == {"synthesizer": "perlin", "kind": "global", "edges": "classic"}
+    assert rec["best"] == {"synthesizer": "perlin", "kind": "global", "edges": "classic", "vocab": "paper"}
     assert rec["rows"][0]["runs"][1]["image AUROC"] == 0.6 and len(rec["ranking"]) == 3
     assert rec["command"].endswith("--seeds 0")
 
@@ -75,10 +75,10 @@ def test_cached_runs_nothing_and_records_what_is_finished(toybox_root, tmp_path)
     text = cmp.main(["--cached", "--synthesizers", "logical,both", "--seeds", "0", "1", "--datasets",
                      f"toybox:tray:{toybox_root}", "--out", str(tmp_path), "--record", str(record)])
     rows = [ln for ln in text.splitlines() if ln.startswith("| toybox")]
-    assert len(rows) == 1 and "| both | global | classic | paper | 1 | 90.0 ± 0.0 | 70.0 ± 0.0 |" in rows[0]
+    assert len(rows) == 1 and "| both | global | classic | paper | paper | 1 | 90.0 ± 0.0 | 70.0 ± 0.0 |" in rows[0]
     saved = json.loads(record.read_text())
     assert saved == json.loads((tmp_path / "table.json").read_text())
-    assert saved["best"] == {"synthesizer": "both", "kind": "global", "edges": "classic"}
+    assert saved["best"] == {"synthesizer": "both", "kind": "global", "edges": "classic", "vocab": "paper"}
     assert not (tmp_path / "toybox-tray" / "generator-global-classic.pt").exists()   # nothing was fitted
 
 
