@@ -315,7 +315,8 @@ def record(args: argparse.Namespace, rows: list[tuple[DatasetSpec, Config, list[
             "synthesizer": best.synthesizer,
             "kind": with_generator.kind if with_generator else None,
             "edges": with_generator.edges if with_generator else None,
-            "vocab": with_generator.vocab if with_generator else None},
+            "vocab": with_generator.vocab if with_generator else None,
+            "strategies": list(with_generator.strategies) if with_generator else None},
     }
 
 

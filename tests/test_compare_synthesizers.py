@@ -61,7 +61,8 @@ def test_ranking_averages_image_and_localization_over_datasets_by_hand():
     args = cmp.parse_args(["--seeds", "0"])
     rec = cmp.record(args, rows, ["--seeds", "0"])
     # the best is Perlin-only, which has no generator: kind and edges come from the best one with a generator
-    assert rec["best"] == {"synthesizer": "perlin", "kind": "global", "edges": "classic", "vocab": "paper"}
+    assert rec["best"] == {"synthesizer": "perlin", "kind": "global", "edges": "classic", "vocab": "paper",
+                           "strategies": list(cmp.VOCABULARIES["paper"])}
     assert rec["rows"][0]["runs"][1]["image AUROC"] == 0.6 and len(rec["ranking"]) == 3
     assert rec["command"].endswith("--seeds 0")
 
@@ -78,7 +79,8 @@ def test_cached_runs_nothing_and_records_what_is_finished(toybox_root, tmp_path)
     assert len(rows) == 1 and "| both | global | classic | paper | paper | 1 | 90.0 ± 0.0 | 70.0 ± 0.0 |" in rows[0]
     saved = json.loads(record.read_text())
     assert saved == json.loads((tmp_path / "table.json").read_text())
-    assert saved["best"] == {"synthesizer": "both", "kind": "global", "edges": "classic", "vocab": "paper"}
+    assert saved["best"] == {"synthesizer": "both", "kind": "global", "edges": "classic", "vocab": "paper",
+                           "strategies": list(cmp.VOCABULARIES["paper"])}
     assert not (tmp_path / "toybox-tray" / "generator-global-classic.pt").exists()   # nothing was fitted
 
 
