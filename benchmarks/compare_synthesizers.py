@@ -128,6 +128,8 @@ VOCABULARIES = {
     "paper": ("remove", "replace", "merge", "stroke", "chip", "colour"),
     "taxonomy": ("remove_part", "move", "swap", "resize", "recolour", "replace_part", "merge", "stroke", "chip",
                  "colour"),
+    "full": ("remove", "replace", "merge", "remove_part", "move", "swap", "resize", "recolour", "replace_part",
+             "stroke", "chip", "colour"),
 }
 
 

@@ -187,10 +187,12 @@ def export_command(path: str, fmt: str, out: str) -> None:
 @click.option("--pidinet-weights", type=click.Path(dir_okay=False), default=None,
               help="PiDiNet checkpoint (table5_pidinet.pth) for --edges pidinet.")
 @click.option("--strategies", default=None,
-              help="Comma-separated edit strategies (default: remove,replace,merge,stroke,chip,colour; "
-                   "also jitter, warp, and the whole-part logical edits painted with real pixels: remove_part "
-                   "(a whole part missing), move (misplaced), swap (two parts exchanged), resize (stretched or "
-                   "shrunk along its axis), recolour (the colour of the same part in another normal image)).")
+              help=f"Comma-separated edit strategies (default: {','.join(defaults.STRATEGIES)}, measured "
+                   "best: BENCHMARKS.md). All: remove, replace, merge (the paper's edge edits: missing, wrong, "
+                   "extra part), the whole-part logical edits painted with real pixels: remove_part (a whole part "
+                   "missing), move (misplaced), swap (two parts exchanged), resize (stretched or shrunk along its "
+                   "axis), recolour (the colour of the same part in another normal image), replace_part (an unlike "
+                   "part of another normal image); structural: stroke, chip, colour, jitter, warp.")
 @click.option("--mix", default=defaults.MIX, show_default=True,
               help="Weights of the anomaly kinds for the logical synthesizer.")
 @click.option("--synthesizer", type=click.Choice(["logical", "perlin", "both"]), default=defaults.SYNTHESIZER,

@@ -43,3 +43,19 @@ def test_every_entry_point_uses_the_same_defaults():
     assert parse_mix(None) == parse_mix(defaults.MIX)
     fit = inspect.signature(fit_for_category).parameters
     assert fit["kind"].default == defaults.GENERATOR_KIND and fit["edges"].default == defaults.EDGES
+
+
+def test_default_strategies_are_the_recorded_best_vocabulary():
+    """build's strategies without --strategies are the best vocabulary of the issue-23 comparison (the paper's
+    edits against the logical taxonomy, `both` on every toybox category), and every entry point uses them."""
+    from synth.build import parse_strategies
+    from synth.edit.strategies import DEFAULT_STRATEGIES, KIND_OF, STRATEGIES
+
+    record = json.loads((RECORD.parent / "strategies.json").read_text())
+    assert DEFAULT_STRATEGIES == defaults.STRATEGIES == tuple(record["best"]["strategies"])
+    assert set(DEFAULT_STRATEGIES) <= set(STRATEGIES) and "jitter" not in DEFAULT_STRATEGIES
+    compared = {row.get("vocab", "paper") for row in record["rows"] if row["synthesizer"] == "both"}
+    assert {"paper", "taxonomy"} <= compared
+    assert {row["dataset"] for row in record["rows"]} >= {"toybox-tray", "toybox-bag", "toybox-bottle"}
+    assert record["ranking"][0].get("vocab", "paper") == record["best"]["vocab"]
+    assert parse_strategies(None, KIND_OF) == DEFAULT_STRATEGIES

@@ -9,6 +9,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from synth import defaults
 from synth.edit.damage import plan_chip, plan_stroke
 from synth.edit.edits import Edit, plan_colour, plan_jitter, plan_merge, plan_remove, plan_replace, plan_warp
 from synth.edit.geometry import bbox_of, dilate
@@ -37,7 +38,7 @@ STRATEGIES = LOGICAL_STRATEGIES + STRUCTURAL_STRATEGIES + EXTRA_STRATEGIES + PAR
 # small generator they are smooth smears and bent outlines, and a localizer learns those instead of damage.
 # Measured on toybox (structural-only mix, 1,000 samples, 200 steps, seed 0; BENCHMARKS.md): structural
 # AU-sPRO 50.7 with them, 56.6 without (scratch sPRO 54 -> 65, broken part 51 -> 81).
-DEFAULT_STRATEGIES = ("remove", "replace", "merge", "stroke", "chip", "colour")
+DEFAULT_STRATEGIES = defaults.STRATEGIES   # chosen by measurement (synth/defaults.py)
 
 
 KIND_OF = {s: "logical" for s in LOGICAL_STRATEGIES + PART_STRATEGIES} | {
