@@ -27,7 +27,7 @@ EXTRA_STRATEGIES = ("colour", "warp")
 
 
 # The rest of the logical-defect taxonomy (MVTec LOCO AD; issue 23): whole parts missing, misplaced, swapped,
-# resized, recoloured, painted with the image's own pixels (synth.edit.parts). Not in the defaults yet.
+# resized, recoloured, painted with the image's own pixels (synth.edit.parts); in the defaults since issue 23.
 PART_STRATEGIES = PARTS
 
 
