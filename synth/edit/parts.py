@@ -77,17 +77,12 @@ def carriers(regions: np.ndarray, moving: tuple[int, ...], pad: int) -> tuple[in
     return tuple(found)
 
 
-def _carrier_area(regions: np.ndarray, foreground: np.ndarray, moving: tuple[int, ...], pad: int) -> np.ndarray:
-    """Where a moving part may lie and what fills the place it leaves: the foreground and the parts that carry it,
-    away from every other part that stays put."""
+def _free(regions: np.ndarray, foreground: np.ndarray, moving: tuple[int, ...], pad: int) -> np.ndarray:
+    """Where a moving part may land and what fills the place it leaves: the foreground and the parts that carry
+    it, away from every other part that stays put."""
     below = carriers(regions, moving, pad)
     stays = (regions > 0) & ~np.isin(regions, moving + below)
     return (foreground | np.isin(regions, below)) & ~dilate(stays, pad)
-
-
-def _free(regions: np.ndarray, foreground: np.ndarray, moving: tuple[int, ...], pad: int) -> np.ndarray:
-    """Where a moved part may land: its carrier (`_carrier_area`)."""
-    return _carrier_area(regions, foreground, moving, pad)
 
 
 def _lands(footprint: np.ndarray, m: np.ndarray, free: np.ndarray) -> np.ndarray | None:
@@ -302,7 +297,7 @@ def _layer(normal: np.ndarray, regions: np.ndarray, foreground: np.ndarray, edit
         if other is None:
             raise ValueError("recolour needs the other normal image and its regions")
         return transfer_colour(normal, regions == p["label"], other[0], other[1] == p["other_label"]), parts
-    carrier = _carrier_area(regions, foreground, tuple(int(k) for k in labels), pad) & ~dilate(parts, pad)
+    carrier = _free(regions, foreground, tuple(int(k) for k in labels), pad) & ~dilate(parts, pad)
     out = fill_hole(normal, dilate(parts, pad), carrier)
     if edit.strategy == "remove_part":
         return out, parts
