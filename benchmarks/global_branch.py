@@ -5,6 +5,10 @@ combine with the U-Net's, and side-by-side heatmaps of the paper's network and a
     python benchmarks/global_branch.py heatmaps PAPER.pt GLOBAL.pt --dataset toybox --category bag \\
         --defects extra_part,wrong_part,missing_part --out bag_heatmaps.png
 
+`attach PAPER.pt --shards DATA --out X.pt` writes the `--arch composition` checkpoint of a paper checkpoint:
+the same weights (training with `--arch composition` and the same seed yields them: tests/test_composition.py)
+plus the composition branch fitted on DATA's normal sources, so the two are compared on identical networks.
+
 `combine` evaluates one trained global checkpoint once per mode of train.model.COMBINES (a copy of the
 checkpoint with only `config.combine` changed, so the weights are the same) and prints image AUROC and
 AU-sPRO per split plus sPRO at FPR 5% per defect (defect_breakdown). `heatmaps` draws one row per defect
@@ -45,6 +49,24 @@ def combine_table(checkpoint: Path, dataset: str, root: Path | None, category: s
         metrics = evaluate(copy, dataset, root, category, folder / "eval", device=device, n_heatmaps=0)["metrics"]
         rows.append((mode, metrics, breakdown(copy, dataset, root, category, device)))
     return rows
+
+
+def attach(paper: Path, shards: Path, out: Path) -> Path:
+    """Write `out`: the paper checkpoint as `--arch composition` (its default combine), the composition branch
+    fitted on the normal sources of `shards` at the checkpoint's size (train.composition.fit_on_shards)."""
+    from train.balanced import training_data
+    from train.composition import fit_on_shards
+    from train.model import DEFAULT_COMBINE
+
+    payload = read_checkpoint(paper)
+    if "arch" in payload["config"]:
+        raise SystemExit(f"{paper}: not a paper checkpoint (arch {payload['config']['arch']})")
+    data = training_data(shards, int(payload["config"]["size"]), 0.5, 0, False, 0.0)
+    composition = fit_on_shards(data, shards, print)
+    config = payload["config"] | {"arch": "composition", "combine": DEFAULT_COMBINE["composition"]}
+    keep = {k: v for k, v in payload.items() if k not in ("optimizer", "scheduler", "rng", "thresholds")}
+    save_torch(out, keep | {"config": config, "composition": composition.state()})
+    return out
 
 
 def print_combine(rows: list[tuple[str, dict, dict]]) -> None:
@@ -94,7 +116,7 @@ def heatmap_rows(checkpoints: list[Path], dataset: str, root: Path | None, categ
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("command", choices=("combine", "heatmaps"))
+    ap.add_argument("command", choices=("combine", "heatmaps", "attach"))
     ap.add_argument("checkpoints", nargs="+", type=Path)
     ap.add_argument("--dataset", default="toybox")
     ap.add_argument("--root", type=Path, default=None)
@@ -102,9 +124,14 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--defects", default="extra_part,wrong_part,missing_part")
     ap.add_argument("--out", type=Path, default=Path("runs/global_branch"))
+    ap.add_argument("--shards", type=Path, default=None, help="attach: the generated dataset the model trained on")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    if args.command == "combine":
+    if args.command == "attach":
+        if len(args.checkpoints) != 1 or args.shards is None:
+            raise SystemExit("attach takes one paper checkpoint, --shards and --out")
+        print(f"wrote {attach(args.checkpoints[0], args.shards, args.out)}")
+    elif args.command == "combine":
         for checkpoint in args.checkpoints:
             print(f"# {checkpoint}")
             print_combine(combine_table(checkpoint, args.dataset, args.root, args.category,

@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=None, help="build workers of the server build [full: 16]")
     ap.add_argument("--train-steps", type=int, default=None, help="logical-train steps [full: 200]")
     ap.add_argument("--budget", type=float, default=None, help="seconds for everything [full: 470]")
-    ap.add_argument("--arch", choices=("paper", "attention", "bottleneck"), default=None,
+    ap.add_argument("--arch", choices=("paper", "attention", "bottleneck", "composition"), default=None,
                     help="network of the train, torchrun and eval steps [paper]")
     ap.add_argument("--work", type=Path, default=None, help="working folder [default: a temporary one]")
     ap.add_argument("--keep", action="store_true", help="keep the working folder (shards, checkpoints)")

@@ -31,7 +31,7 @@ def worker(rank: int, world: int, port: int, shards: str, out: str, result: str,
     torch.save(model.state_dict(), Path(result) / f"rank{rank}.pt")
 
 
-@pytest.mark.parametrize("arch", ["paper", "attention"])
+@pytest.mark.parametrize("arch", ["paper", "attention", "composition"])
 def test_two_processes_end_with_identical_weights(tmp_path, arch):
     shards, out = tmp_path / "ds", tmp_path / "run"
     make_dataset(shards, n=16, shard_size=8)
@@ -46,6 +46,8 @@ def test_two_processes_end_with_identical_weights(tmp_path, arch):
     # only rank 0 writes: one model, one log with one line per step
     assert (out / "model.pt").is_file()
     assert len((out / "log.jsonl").read_text().splitlines()) == 3
+    saved = torch.load(out / "model.pt", weights_only=True)
+    assert ("composition" in saved) == (arch == "composition")   # every rank fits it; rank 0 stores it
 
 
 def test_one_process_under_torchrun_runs_the_ddp_path(tmp_path):

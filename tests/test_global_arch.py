@@ -98,7 +98,7 @@ def test_bad_arch_or_combine_is_refused():
     with pytest.raises(ValueError, match="does not fit"):
         make_config("small", 32, "paper", "mean")
     with pytest.raises(ValueError, match="does not fit"):
-        make_config("small", 32, "attention", "max")
+        make_config("small", 32, "attention", "sum")
 
 
 def test_combine_modes_by_hand():
@@ -107,7 +107,7 @@ def test_combine_modes_by_hand():
     glob = torch.zeros(1, 2, 2, 2)                           # global: 0.5 everywhere
     out = {"seg": seg, "global_map": glob, "global_logit": torch.tensor([0.0])}
     s = torch.softmax(seg, dim=1)[0, 1]
-    expected = {"seg": s, "mean": (s + 0.5) / 2}
+    expected = {"seg": s, "mean": (s + 0.5) / 2, "max": torch.clamp(s, min=0.5)}
     for mode in COMBINES:
         prob, image = combine_outputs(out, mode)
         assert torch.allclose(prob[0], expected[mode.split("+")[0]])
@@ -139,7 +139,7 @@ def test_global_loss_trains_the_branch(arch):
     assert grads and all(g is not None for g in grads) and any(g.abs().sum() > 0 for g in grads)
 
 
-@pytest.mark.parametrize("arch", ["paper", "attention"])
+@pytest.mark.parametrize("arch", ["paper", "attention", "composition"])
 def test_train_resume_evaluate_predict(arch, tmp_path, toybox_root):
     shards = tmp_path / "ds"
     make_dataset(shards, n=16)

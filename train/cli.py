@@ -32,10 +32,14 @@ from synth.lock import folder_lock
               help="base: DRAEM widths 128/64 at 256 px; small: ~200x cheaper, 128 px, for CPUs and demos.")
 @click.option("--size", type=click.IntRange(min=16),
               help="Training resolution in pixels [default: the preset's].")
-@click.option("--arch", type=click.Choice(["paper", "attention", "bottleneck"]), default="paper", show_default=True,
+# train.model.ARCHS and DEFAULT_ARCH, spelt out so that --help does not import torch (tests/test_composition.py)
+@click.option("--arch", type=click.Choice(["paper", "attention", "bottleneck", "composition"]), default="composition",
+              show_default=True,
               help="paper: the paper's reconstruction + segmentation sub-networks; attention / bottleneck: plus a "
-                   "global branch that sees the whole image (self-attention, or a whole-image bottleneck), for "
-                   "logical anomalies (counts, parts far apart). The checkpoint records it.")
+                   "trained global branch that sees the whole image (self-attention, or a whole-image bottleneck); "
+                   "composition: the paper's network plus a branch fitted on the shards' normal images that counts "
+                   "their parts by class and flags extra, missing and never-seen parts (logical anomalies). The "
+                   "checkpoint records it.")
 @click.option("--workers", type=click.IntRange(min=0), default=min(4, os.cpu_count() or 1),
               show_default="min(4, cores)",
               help="DataLoader worker processes per training process.")

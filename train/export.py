@@ -55,6 +55,10 @@ def inference_graph(checkpoint: Path) -> tuple[InferenceGraph, dict]:
     """The checkpoint's InferenceGraph (CPU, eval) and its payload; CheckpointError when it holds no
     calibrated thresholds (a decision graph needs them)."""
     payload = read_checkpoint(Path(checkpoint))
+    if payload["config"].get("arch") == "composition":
+        raise CheckpointError(f"{checkpoint}: the composition branch finds parts with OpenCV, outside any ONNX "
+                              "graph; serve this model with `logical-train predict --checkpoint` (or export a "
+                              "--arch paper model)")
     t = payload.get("thresholds")
     if not t:
         raise CheckpointError(f"{checkpoint}: no decision threshold is calibrated; export needs one (run "

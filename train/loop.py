@@ -31,6 +31,7 @@ from synth.datasets.images import save_image
 from synth.errors import CheckpointError, LogicalError, ShardError
 from synth.lock import folder_lock
 from train.balanced import training_data
+from train.composition import fit_on_shards
 from train.data import to_float
 from train.losses import total_loss
 from train.model import (
@@ -191,6 +192,8 @@ def fit(cfg: TrainConfig) -> tuple[LocalizationNet, Path]:
 
     # model, optimizer, schedule
     model = LocalizationNet(model_cfg).to(device)
+    if model_cfg.arch == "composition":
+        model.composition = fit_on_shards(data, cfg.shards, say if master else None)
     if cuda:
         model = model.to(memory_format=torch.channels_last)
     lr = cfg.lr if cfg.lr is not None else LEARNING_RATES[model_cfg.preset]

@@ -7,8 +7,9 @@ the official DRAEM shapes (VitjanZ/DRAEM model_unet.py, widths 128 and 64).
 
 `arch` "paper" is that network exactly (its checkpoints carry no `arch` field, as before the field existed);
 "attention" and "bottleneck" add a global branch (train/global_branch.py) between the segmentation encoder and
-decoder, with its own coarse map and image logit; `combine` says how the branches make the final map and
-image score (COMBINES).
+decoder, with its own coarse map and image logit; "composition" is the paper's network (trained exactly as it)
+plus a fitted composition branch (train/composition.py) that counts parts and compares them with the normal
+images'. `combine` says how the branches make the final map and image score (COMBINES).
 """
 
 from dataclasses import asdict, dataclass
@@ -19,16 +20,20 @@ from torch import nn
 
 from synth.errors import CheckpointError
 from synth.store.checkpoint import load_torch, save_torch
+from train.composition import Composition
 from train.global_branch import DESIGNS, make_branch
 
 FORMAT = "logical-localizer"
 VERSION = 1
-ARCHS = ("paper", *DESIGNS)
+ARCHS = ("paper", *DESIGNS, "composition")
 # final map / image score: "seg" the U-Net's map alone, "mean" the mean of the U-Net's and the global branch's
-# probability maps; "+logit": the image score is the mean of the pooled map's max and the sigmoid of the
-# global image logit (else the pooled max alone, DRAEM's score)
-COMBINES = ("seg", "mean", "seg+logit", "mean+logit")
-DEFAULT_COMBINE = "mean+logit"
+# probability maps, "max" their pixel-wise maximum; "+logit": the image score is the mean of the pooled map's
+# max and the global branch's image probability (else the pooled max alone, DRAEM's score)
+COMBINES = ("seg", "mean", "max", "seg+logit", "mean+logit", "max+logit")
+# logical-train's default network: the one that measured best (BENCHMARKS.md, "A localizer that sees the whole
+# image": bag logical image AUROC 57 -> 91, no category lost); train.loop.TrainConfig keeps "paper" for the API
+DEFAULT_ARCH = "composition"
+DEFAULT_COMBINE = {"attention": "mean+logit", "bottleneck": "mean+logit", "composition": "mean+logit"}
 
 
 @dataclass(frozen=True)
@@ -104,7 +109,7 @@ def make_config(preset: str = "base", size: int | None = None, arch: str = "pape
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
     cfg = PRESETS[preset]
-    combine = combine or ("seg" if arch == "paper" else DEFAULT_COMBINE)
+    combine = combine or DEFAULT_COMBINE.get(arch, "seg")
     cfg = ModelConfig(cfg.preset, int(size) if size is not None else cfg.size, cfg.rec_widths, cfg.seg_widths,
                       arch, combine)
     if not size_fits(cfg):
@@ -222,15 +227,16 @@ class LocalizationNet(nn.Module):
         self.config = config
         self.reconstruction = ReconstructionNet(config.rec_widths)
         self.segmentation = SegmentationNet(3 + 3 + 1 + 1, config.seg_widths)
-        if config.arch != "paper":
+        if config.arch in DESIGNS:
             self.global_branch = make_branch(config.arch, config.seg_widths[-1])
+        self.composition: Composition | None = None   # fitted, not trained (arch "composition"; train.loop)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         image, jnd, edge_logits = self.reconstruction(x)
         edge = torch.sigmoid(edge_logits)
         out = {"image": image, "jnd": jnd, "edge": edge, "edge_logits": edge_logits}
         seg_in = torch.cat((x, image, jnd, edge), dim=1)
-        if self.config.arch == "paper":
+        if self.config.arch not in DESIGNS:
             return out | {"seg": self.segmentation(seg_in)}
         feats = self.segmentation.encoder(seg_in)
         deep, coarse, logit = self.global_branch(feats[-1])
@@ -240,8 +246,14 @@ class LocalizationNet(nn.Module):
 
     def scored(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The final anomaly map (B, H, W) float32 probability in [0, 1] and, when `combine` uses it, the
-        global image probability (B,) (sigmoid of the logit) to average with the map's pooled max; else None."""
-        return combine_outputs(self(x), self.config.combine)
+        global image probability (B,) to average with the map's pooled max; else None. CheckpointError for a
+        composition network that was never fitted."""
+        out = self(x)
+        if self.config.arch == "composition":
+            if self.composition is None:
+                raise CheckpointError("the composition branch is not fitted (train with --arch composition)")
+            out |= self.composition.outputs(x)
+        return combine_outputs(out, self.config.combine)
 
     @torch.no_grad()
     def anomaly_map(self, x: torch.Tensor) -> torch.Tensor:
@@ -253,9 +265,12 @@ def combine_outputs(out: dict[str, torch.Tensor], combine: str) -> tuple[torch.T
     """(map (B, H, W) float32 in [0, 1], image probability (B,) or None) from a forward's outputs as `combine`
     (COMBINES) says; KeyError when it needs the global branch's outputs and they are missing."""
     prob = torch.softmax(out["seg"].float(), dim=1)[:, 1]
-    if combine.startswith("mean"):
-        prob = 0.5 * (prob + torch.softmax(out["global_map"].float(), dim=1)[:, 1])
-    image = torch.sigmoid(out["global_logit"].float()) if combine.endswith("+logit") else None
+    if combine.startswith(("mean", "max")):
+        other = out["global_prob"] if "global_prob" in out else torch.softmax(out["global_map"].float(), dim=1)[:, 1]
+        prob = 0.5 * (prob + other) if combine.startswith("mean") else torch.maximum(prob, other)
+    image = None
+    if combine.endswith("+logit"):
+        image = out["global_image"] if "global_image" in out else torch.sigmoid(out["global_logit"].float())
     return prob, image
 
 
@@ -268,6 +283,8 @@ def save_checkpoint(path: Path, model: nn.Module, config: ModelConfig, extra: di
     model = getattr(model, "module", model)  # unwrap DDP
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     payload = {"format": FORMAT, "version": VERSION, "config": config.to_dict(), "state_dict": state}
+    if getattr(model, "composition", None) is not None:
+        payload["composition"] = model.composition.state()
     save_torch(path, payload | (extra or {}))
 
 
@@ -287,6 +304,10 @@ def model_from_payload(path: Path, payload: dict) -> tuple[LocalizationNet, Mode
             raise ValueError(f"its size {config.size} is not a multiple of {deepest_stride(config)}")
         model = LocalizationNet(config)
         model.load_state_dict(payload["state_dict"])
+        if config.arch == "composition":
+            if not isinstance(payload.get("composition"), dict):
+                raise ValueError("a composition network without its fitted composition branch")
+            model.composition = Composition.from_state(payload["composition"])
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"{path}: weights do not fit the stored config ({exc})") from None
     return model, config

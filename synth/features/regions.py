@@ -196,14 +196,15 @@ def _parts_on_carrier(rgb: np.ndarray, jnd: np.ndarray, foreground: np.ndarray, 
 def semantic_regions(rgb: np.ndarray, edge: np.ndarray, foreground: np.ndarray, jnd: np.ndarray | None = None,
                      min_fraction: float = 0.001, max_fraction: float = 0.5, edge_threshold: float = 0.3,
                      min_thickness: float = 3.0, scale: float = 1.0, lightness_weight: float = 1.0,
-                     part_contrast: float = 5.0, cell_fraction: float = 0.15) -> np.ndarray:
+                     part_contrast: float = 5.0, cell_fraction: float = 0.15, cells: bool = True) -> np.ndarray:
     """uint16 label map of component-like regions inside the foreground (0 = not a candidate).
 
     Parts: pixels standing out from the foreground's median colour (the carrier), holes filled, one label per
     connected part. When nothing stands out (one object, e.g. a nut on paper), cells: watershed basins of the
     edge map seeded far from edges, the seeds cut on a grid of `cell_fraction` of the short side. Regions
     under `min_fraction` of the image or above `max_fraction` of the foreground are dropped, slivers thinner
-    than `min_thickness` px are merged into their neighbours.
+    than `min_thickness` px are merged into their neighbours. `cells=False`: parts only (none when nothing
+    stands out; what counting parts needs, train.composition).
     """
     h, w = foreground.shape
     fg = foreground.astype(bool)
@@ -216,6 +217,8 @@ def semantic_regions(rgb: np.ndarray, edge: np.ndarray, foreground: np.ndarray, 
     labels = np.zeros((h, w), np.int32)
     count, part_labels = cv2.connectedComponents(parts.astype(np.uint8), connectivity=8)
     labels[parts] = part_labels[parts]
+    if count <= 1 and not cells:
+        return np.zeros((h, w), np.uint16)
     if count <= 1:
         labels = _edge_cells(edge, fg, edge_threshold, min(h, w), int(cell_fraction * min(h, w)))
     labels = _clean_labels(labels, fg, min_area, int(max_fraction * fg.sum()), min_thickness)
