@@ -115,7 +115,11 @@ def test_unified_model_knows_both_categories_and_is_scored_per_category(data, to
     out = tmp_path / "unified"
     res = CliRunner().invoke(cli, ["--shards", str(data), "--unified", "--out", str(out), "--steps", "3", *TRAIN])
     assert res.exit_code == 0, res.output
-    assert read_checkpoint(out / "model.pt")["categories"] == ["toybox/bag", "toybox/tray"]
+    payload = read_checkpoint(out / "model.pt")
+    assert payload["categories"] == ["toybox/bag", "toybox/tray"]
+    # the default arch: one composition branch fitted on both categories' normal sources together
+    sources = sum(len(ShardDataset(data / "toybox" / c, 32).normal_sources) for c in ("bag", "tray"))
+    assert payload["config"]["arch"] == "composition" and payload["composition"]["counts"].shape[0] == sources
     assert json.loads((out / "train.json").read_text())["train"]["shards"] == [
         str(data / "toybox" / "bag"), str(data / "toybox" / "tray")]
     res = CliRunner().invoke(cli, ["eval", "--checkpoint", str(out / "model.pt"), "--dataset", "toybox",
