@@ -41,7 +41,7 @@ from scipy.cluster.vq import kmeans2
 from scipy.spatial.distance import cdist
 
 from synth.errors import ShardError
-from synth.features.edges import get_extractor
+from synth.features.edges import ClassicEdges
 from synth.features.regions import jnd_and_foreground, semantic_regions
 
 WORK = 256            # px: parts are found at this square size (the region finder's thresholds are in pixels)
@@ -49,14 +49,6 @@ MAX_CLASSES = 8
 K_NEAREST = 5         # normal count vectors a test composition is compared with
 MAX_BANK = 4000       # normal parts kept for the novelty search and the silhouette (a seeded subsample above)
 FEATURES = 5          # L, a, b, log area share, log elongation
-_EXTRACTOR = None
-
-
-def _edges(image: np.ndarray) -> np.ndarray:
-    global _EXTRACTOR
-    if _EXTRACTOR is None:
-        _EXTRACTOR = get_extractor("classic")
-    return _EXTRACTOR(image)
 
 
 def find_parts(image: np.ndarray, cells: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -73,7 +65,7 @@ def find_parts(image: np.ndarray, cells: bool = False) -> tuple[np.ndarray, np.n
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")      # a foreground that fills the frame is legitimate here
         jnd, foreground = jnd_and_foreground(img)
-        labels = semantic_regions(img, _edges(img), foreground, jnd, cells=cells).astype(np.int32)
+        labels = semantic_regions(img, ClassicEdges()(img), foreground, jnd, cells=cells).astype(np.int32)
     return describe(img, labels)
 
 
@@ -139,12 +131,6 @@ def _classes(z: np.ndarray) -> np.ndarray:
     return best[1]
 
 
-def _subsample(z: np.ndarray, limit: int) -> np.ndarray:
-    if len(z) <= limit:
-        return z
-    return z[np.sort(np.random.default_rng(0).choice(len(z), limit, replace=False))]
-
-
 @dataclass(frozen=True)
 class Composition:
     """A fitted composition model: standardisation, part classes, normal count vectors, the normal part bank
@@ -172,12 +158,12 @@ class Composition:
                        np.zeros((0, FEATURES), np.float32), 1.0, 1.0, 1.0)
         mean, std = parts.mean(0), parts.std(0) + 1e-3
         zs = [(d - mean) / std for d in described]
-        centroids = _classes(_subsample(np.concatenate(zs), MAX_BANK))
-        counts = np.stack([_count(z, centroids) for z in zs]).astype(np.float32)
-        owner = np.concatenate([np.full(len(z), i) for i, z in enumerate(zs)])
-        bank = np.concatenate(zs)
+        bank = np.concatenate(zs)       # a seeded subsample of the normal parts: the bank and the silhouette's
         keep = np.sort(np.random.default_rng(0).choice(len(bank), min(len(bank), MAX_BANK), replace=False))
-        bank, owner = bank[keep], owner[keep]
+        owner = np.concatenate([np.full(len(z), i) for i, z in enumerate(zs)])[keep]
+        bank = bank[keep]
+        centroids = _classes(bank)
+        counts = np.stack([_count(z, centroids) for z in zs]).astype(np.float32)
         novelty = [_nearest(z, bank[owner != i]) for i, z in enumerate(zs)]         # leave image i out
         count = np.array([_count_distance(c, np.delete(counts, i, 0)) for i, c in enumerate(counts)])
         found = [n for n in novelty if len(n)]
@@ -196,7 +182,7 @@ class Composition:
             raw = _count_distance(np.zeros(len(self.centroids)), self.counts) / self.count_scale
             return np.zeros(labels.shape, np.float32), _image_prob(raw / self.image_scale)
         z = (desc - self.mean) / self.std
-        assign = cdist(z, self.centroids).argmin(1)
+        assign = _assign(z, self.centroids)
         count = np.bincount(assign, minlength=len(self.centroids)).astype(np.float32)
         parts_off = _count_distance(count, self.counts)              # in parts: 1 = one part extra or missing
         s_count = parts_off / self.count_scale
@@ -206,6 +192,10 @@ class Composition:
         value = novelty + surplus[assign] * parts_off
         part_prob = np.concatenate([[0.0], _prob(value)]).astype(np.float32)
         return part_prob[labels], _image_prob((s_count + float(novelty.max())) / self.image_scale)
+
+    def classes(self, desc: np.ndarray) -> np.ndarray:
+        """(K,) int: the part class of each descriptor (K, FEATURES), as `score` counts them."""
+        return _assign((desc - self.mean) / self.std, self.centroids)
 
     def state(self) -> dict:
         """The fitted model as tensors and floats (what a checkpoint stores under "composition")."""
@@ -250,10 +240,15 @@ def fit_on_shards(data, shards, report=None) -> Composition:
         raise ShardError(f"{shards}: {exc}") from None
 
 
+def _assign(z: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    """(K,) int: the class (nearest centroid) of each standardised part descriptor."""
+    return cdist(z, centroids).argmin(1)
+
+
 def _count(z: np.ndarray, centroids: np.ndarray) -> np.ndarray:
     if len(z) == 0:
         return np.zeros(len(centroids))
-    return np.bincount(cdist(z, centroids).argmin(1), minlength=len(centroids))
+    return np.bincount(_assign(z, centroids), minlength=len(centroids))
 
 
 def _count_distance(count: np.ndarray, normals: np.ndarray) -> float:
