@@ -9,6 +9,9 @@ combine with the U-Net's, and side-by-side heatmaps of the paper's network and a
 the same weights (training with `--arch composition` and the same seed yields them: tests/test_composition.py)
 plus the composition branch fitted on DATA's normal sources, so the two are compared on identical networks.
 
+`time --category bag` times the composition branch on the CPU: its fit on the category's train normals and its
+score per test image, both at the demo's 128 px (median of --repeats runs, benchmarks/timing.py).
+
 `combine` evaluates one trained global checkpoint once per mode of train.model.COMBINES (a copy of the
 checkpoint with only `config.combine` changed, so the weights are the same) and prints image AUROC and
 AU-sPRO per split plus sPRO at FPR 5% per defect (defect_breakdown). `heatmaps` draws one row per defect
@@ -69,6 +72,25 @@ def attach(paper: Path, shards: Path, out: Path) -> Path:
     return out
 
 
+def time_composition(dataset: str, root: Path | None, category: str, size: int, repeats: int) -> dict:
+    """Median seconds of Composition.fit on the category's train normals and of one `score` per test image
+    (images resized to `size` px first, as the shards hold them)."""
+    from timing import median_seconds
+
+    from synth.datasets.images import resize_rgb
+    from train.composition import Composition
+
+    reader = open_dataset(dataset, root)
+    bits = data_depth(reader.train_images(category)).bits
+    normals = [resize_rgb(load_rgb(p, bits), size) for p in reader.train_images(category)]
+    tests = [resize_rgb(load_rgb(it.path, bits), size) for it in reader.test_items(category)]
+    fit, _ = median_seconds(lambda: Composition.fit(normals), "cpu", repeats)
+    comp = Composition.fit(normals)
+    score, _ = median_seconds(lambda: [comp.score(img) for img in tests], "cpu", repeats)
+    return {"normals": len(normals), "fit_s": fit, "test_images": len(tests), "score_ms_per_image":
+            1000 * score / max(len(tests), 1)}
+
+
 def print_combine(rows: list[tuple[str, dict, dict]]) -> None:
     defects = sorted({name for _, _, per in rows for name in per})
     loco = "mean" in rows[0][1]
@@ -116,8 +138,10 @@ def heatmap_rows(checkpoints: list[Path], dataset: str, root: Path | None, categ
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("command", choices=("combine", "heatmaps", "attach"))
-    ap.add_argument("checkpoints", nargs="+", type=Path)
+    ap.add_argument("command", choices=("combine", "heatmaps", "attach", "time"))
+    ap.add_argument("--size", type=int, default=128, help="time: the shards' image size")
+    ap.add_argument("--repeats", type=int, default=3, help="time: timed runs (median)")
+    ap.add_argument("checkpoints", nargs="*", type=Path)
     ap.add_argument("--dataset", default="toybox")
     ap.add_argument("--root", type=Path, default=None)
     ap.add_argument("--category", default="bag")
@@ -127,7 +151,11 @@ def main() -> None:
     ap.add_argument("--shards", type=Path, default=None, help="attach: the generated dataset the model trained on")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    if args.command == "attach":
+    if args.command != "time" and not args.checkpoints:
+        raise SystemExit(f"{args.command} takes one or more checkpoints")
+    if args.command == "time":
+        print(time_composition(args.dataset, args.root, args.category, args.size, args.repeats))
+    elif args.command == "attach":
         if len(args.checkpoints) != 1 or args.shards is None:
             raise SystemExit("attach takes one paper checkpoint, --shards and --out")
         print(f"wrote {attach(args.checkpoints[0], args.shards, args.out)}")
